@@ -1,0 +1,135 @@
+"""The `cee-bench` command line: thin — parse, call the library, print.
+
+Every `UserError` becomes one line on stderr and exit code 2; nothing else is caught, so a real bug still shows its
+traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from cee_bench.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Train and measure early-exit methods (ConsistentEE and its baselines) under one harness.")
+console = Console()
+
+
+@app.command()
+def run(
+    task: str = typer.Option(..., help="Task: rte, mrpc, sst2, qnli, qqp, mnli (see `cee-bench list`)."),
+    methods: str = typer.Option("all", help="Comma-separated method names, or 'all'."),
+    model: Optional[str] = typer.Option(None, help="Hub id or local path; default: the packaged all-MiniLM-L6-v2."),
+    data_dir: Optional[Path] = typer.Option(None, envvar="CEE_BENCH_DATA_DIR",
+                                            help="GLUE-layout folder (<dir>/RTE/train.tsv...); default: the hub."),
+    output_dir: Path = typer.Option(Path("results"), help="Where result records are written."),
+    preset: str = typer.Option("cpu", help="smoke (seconds), cpu (minutes on 2 cores) or paper (paper settings)."),
+    pooling: str = typer.Option("mean", help="Exit-head input: 'cls' ([CLS]+pooler, the papers') or 'mean'."),
+    epochs: Optional[float] = typer.Option(None, help="Override epochs of every training stage."),
+    batch_size: Optional[int] = typer.Option(None, help="Override the training batch size of every stage."),
+    lr: Optional[float] = typer.Option(None, help="Override the learning rate of every stage."),
+    max_seq_length: Optional[int] = typer.Option(None, help="Truncate inputs to this many word pieces."),
+    max_train_samples: Optional[int] = typer.Option(None, help="Train on at most this many examples."),
+    max_eval_samples: Optional[int] = typer.Option(None, help="Evaluate on at most this many examples per split."),
+    latency_examples: Optional[int] = typer.Option(None, help="Examples timed for wall-clock latency."),
+    seed: int = typer.Option(42, help="Random seed."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    force: bool = typer.Option(False, "--force", help="Recompute results that already exist."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code",
+                                           help="Allow code from the model's folder or hub repo to run."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars (CI logs)."),
+) -> None:
+    """Train and evaluate methods on one task; one JSON record per (task, method, seed)."""
+    from cee_bench.runner import RunOptions
+    from cee_bench.runner import run as run_classification
+
+    options = RunOptions(task=task, methods=methods, model=model, data_dir=data_dir, output_dir=output_dir,
+                         preset=preset, seed=seed, device=device, force=force, quiet=quiet, pooling=pooling,
+                         trust_remote_code=trust_remote_code, epochs=epochs, batch_size=batch_size, lr=lr,
+                         max_seq_length=max_seq_length, max_train_samples=max_train_samples,
+                         max_eval_samples=max_eval_samples, latency_examples=latency_examples)
+    paths = run_classification(options)
+    console.print(f"{len(paths)} result file(s) under {output_dir}")
+
+
+@app.command()
+def report(
+    results_dir: Path = typer.Option(Path("results"), help="Folder of result records."),
+    format: str = typer.Option("table", help="table, csv or markdown."),
+    plots: Optional[Path] = typer.Option(None, help="Write accuracy-vs-saved-layers PNGs into this folder."),
+) -> None:
+    """Print the Table 3 mirror of the stored results."""
+    from cee_bench import report as rep
+    from cee_bench.results import load_results
+
+    if format not in ("table", "csv", "markdown"):
+        raise UserError(f"unknown format '{format}'; choose table, csv or markdown")
+    records = load_results(results_dir)
+    rows = rep.tidy_rows(records)
+    if not records:
+        raise UserError(f"no result records under {results_dir}; run `cee-bench run` first")
+    if format == "csv":
+        sys.stdout.write(rep.to_csv(rows))
+    elif format == "markdown":
+        sys.stdout.write(rep.markdown(rows))
+    else:
+        console.print(rep.rich_table(rows))
+    if plots is not None:
+        for path in rep.plot_curves(records, plots):
+            console.print(f"wrote {path}")
+
+
+@app.command("list")
+def list_() -> None:
+    """Show the tasks and methods with their defaults."""
+    from rich.table import Table
+
+    from cee_bench.method import get_method, method_names
+    from cee_bench.runner import PRESET_LIMITS
+    from cee_bench.tasks import TASKS
+
+    tasks = Table(title="Tasks")
+    for column in ("task", "labels", "metrics (first = main)", "GLUE folder", "hub"):
+        tasks.add_column(column)
+    for t in TASKS.values():
+        tasks.add_row(t.name, ", ".join(t.label_names), ", ".join(t.metrics), f"{t.glue_dir}/{t.train_file}, {t.dev_file}",
+                      f"nyu-mll/glue {t.hub_config}")
+    console.print(tasks)
+    methods = Table(title="Methods (stages per preset: epochs × batch @ lr)")
+    for column in ("method", "exit rule", "heads", "smoke", "cpu", "paper"):
+        methods.add_column(column)
+    for name in method_names():
+        m = get_method(name)
+        cells = [", ".join(f"{s}: {st.epochs:g}×{st.batch_size}@{st.lr:g}" for s, st in m.stages[p].items())
+                 for p in ("smoke", "cpu", "paper")]
+        methods.add_row(name, m.threshold_name, f"{m.pooler} pooler", *cells)
+    console.print(methods)
+    presets = Table(title="Preset data limits")
+    for column in ("preset", *next(iter(PRESET_LIMITS.values())).keys()):
+        presets.add_column(column)
+    for p, limits in PRESET_LIMITS.items():
+        presets.add_row(p, *(str(v) for v in limits.values()))
+    console.print(presets)
+
+
+def main() -> None:
+    """Entry point: run the app, turning user errors into one line and exit code 2."""
+    try:
+        app(standalone_mode=False)
+    except UserError as exc:
+        Console(stderr=True).print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except Exception as exc:
+        import click
+
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(130)
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(2)
+        raise

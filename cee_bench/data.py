@@ -1,0 +1,173 @@
+"""Reading GLUE data (local TSV layout or the hub), carving the held-out split, tokenising and batching.
+
+Splits, named the same everywhere they are reported:
+- `train`: what a method trains on (after the held-out rows are taken out);
+- `heldout`: a fixed slice of the GLUE training file that no method trains on; thresholds, operating points and
+  calibrations are chosen here, never on the split that is reported;
+- `dev`: GLUE's dev set, the split Table 3 reports.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+
+from cee_bench.errors import UserError
+from cee_bench.tasks import HUB_DATASET, Task
+
+HELDOUT_FRACTION = 0.1
+HELDOUT_MIN, HELDOUT_MAX = 100, 1000
+HELDOUT_SEED = 20240101  # fixed, so every method and seed shares the same held-out rows
+
+
+@dataclass(frozen=True)
+class Example:
+    texts: tuple[str, ...]
+    label: int
+
+
+@dataclass
+class Splits:
+    train: list[Example]
+    heldout: list[Example]
+    dev: list[Example]
+    source: str  # where the data came from, for the results metadata
+
+
+def resolve_data_dir(data_dir: Path | None) -> Path | None:
+    """`--data-dir`, else `$CEE_BENCH_DATA_DIR`, else None (the hub)."""
+    if data_dir is None and os.environ.get("CEE_BENCH_DATA_DIR"):
+        data_dir = Path(os.environ["CEE_BENCH_DATA_DIR"])
+    if data_dir is not None and not Path(data_dir).is_dir():
+        raise UserError(f"data folder not found: {data_dir}")
+    return data_dir
+
+
+def load_splits(task: Task, data_dir: Path | None, *, max_train: int | None = None,
+                max_eval: int | None = None, seed: int = 42) -> Splits:
+    """Train / held-out / dev examples of `task`, from a GLUE-layout folder or from the hub."""
+    data_dir = resolve_data_dir(data_dir)
+    if data_dir is not None:
+        folder = Path(data_dir) / task.glue_dir
+        if not folder.is_dir():
+            raise UserError(f"task folder not found: {folder} (expected the GLUE layout <data-dir>/{task.glue_dir}/)")
+        train_all = read_glue_tsv(task, folder / task.train_file)
+        dev = read_glue_tsv(task, folder / task.dev_file)
+        source = str(folder)
+    else:
+        train_all, dev = _load_hub(task)
+        source = f"hub:{HUB_DATASET}/{task.hub_config}"
+    if not train_all or not dev:
+        raise UserError(f"task {task.name}: empty {'train' if not train_all else 'dev'} split in {source}")
+    order = list(range(len(train_all)))
+    random.Random(HELDOUT_SEED).shuffle(order)
+    n_held = min(HELDOUT_MAX, max(HELDOUT_MIN, int(HELDOUT_FRACTION * len(train_all))))
+    heldout = [train_all[i] for i in order[:n_held]]
+    train = [train_all[i] for i in order[n_held:]]
+    if max_train is not None:
+        train = random.Random(seed).sample(train, min(max_train, len(train)))
+    if max_eval is not None:
+        heldout, dev = heldout[:max_eval], dev[:max_eval]
+    return Splits(train=train, heldout=heldout, dev=dev, source=source)
+
+
+def read_glue_tsv(task: Task, path: Path) -> list[Example]:
+    """Parse one GLUE TSV file, naming the file and line of any malformed row.
+
+    GLUE's files are tab-separated with no quoting (quotes are literal text), MRPC's start with a UTF-8 BOM, and a few
+    rows carry stray leading spaces that the hub copies keep; all of that is read as is.
+    """
+    if not path.is_file():
+        raise UserError(f"data file not found: {path}")
+    csv.field_size_limit(sys.maxsize)
+    label_ids = {name: i for i, name in enumerate(task.tsv_labels)}
+    examples = []
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+        header = next(reader, None)
+        if header is None:
+            raise UserError(f"{path}: empty file")
+        needed = (*task.text_columns, task.label_column)
+        missing = [c for c in needed if c not in header]
+        if missing:
+            raise UserError(f"{path}: missing column(s) {', '.join(missing)} in header")
+        cols = [header.index(c) for c in needed]
+        for line_no, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            if len(row) != len(header):
+                raise UserError(f"{path}:{line_no}: malformed row ({len(row)} fields, header has {len(header)})")
+            raw_label = row[cols[-1]].strip()
+            if raw_label not in label_ids:
+                raise UserError(f"{path}:{line_no}: label '{raw_label}' is not one of {', '.join(task.tsv_labels)}")
+            examples.append(Example(tuple(row[c] for c in cols[:-1]), label_ids[raw_label]))
+    return examples
+
+
+def _load_hub(task: Task) -> tuple[list[Example], list[Example]]:
+    try:
+        import datasets
+
+        ds = datasets.load_dataset(HUB_DATASET, task.hub_config)
+    except Exception as exc:  # any hub/network failure is the user's to fix (offline, no --data-dir)
+        raise UserError(f"cannot load {HUB_DATASET}/{task.hub_config} from the hub ({type(exc).__name__}); "
+                        "pass --data-dir with a GLUE-layout folder to run offline") from None
+
+    def convert(split: str) -> list[Example]:
+        rows = ds[split]
+        return [Example(tuple(r[c] for c in task.hub_text_columns), int(r["label"])) for r in rows]
+
+    return convert("train"), convert(task.hub_dev_split)
+
+
+@dataclass
+class Encoded:
+    """A tokenised split: one id list per example, kept unpadded so batches pad only to their own longest row."""
+
+    input_ids: list[list[int]]
+    token_type_ids: list[list[int]] | None
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def batches(self, batch_size: int, *, shuffle: bool = False, seed: int = 0,
+                indices: Sequence[int] | None = None) -> Iterator[dict[str, torch.Tensor]]:
+        """Dynamically padded batches; with `shuffle`, a fresh seeded order (pass a new seed per epoch)."""
+        order = list(indices) if indices is not None else list(range(len(self)))
+        if shuffle:
+            random.Random(seed).shuffle(order)
+        for start in range(0, len(order), batch_size):
+            yield self.collate(order[start:start + batch_size])
+
+    def collate(self, rows: Sequence[int]) -> dict[str, torch.Tensor]:
+        width = max(len(self.input_ids[i]) for i in rows)
+        ids = torch.zeros(len(rows), width, dtype=torch.long)
+        mask = torch.zeros(len(rows), width, dtype=torch.long)
+        types = torch.zeros(len(rows), width, dtype=torch.long)
+        for r, i in enumerate(rows):
+            n = len(self.input_ids[i])
+            ids[r, :n] = torch.tensor(self.input_ids[i])
+            mask[r, :n] = 1
+            if self.token_type_ids is not None:
+                types[r, :n] = torch.tensor(self.token_type_ids[i])
+        batch = {"input_ids": ids, "attention_mask": mask, "labels": self.labels[list(rows)],
+                 "index": torch.tensor(list(rows))}
+        if self.token_type_ids is not None:
+            batch["token_type_ids"] = types
+        return batch
+
+
+def encode(tokenizer: Any, examples: list[Example], max_length: int) -> Encoded:
+    """Tokenise (pairs as pairs), truncating to `max_length` word pieces."""
+    columns = [list(column) for column in zip(*(e.texts for e in examples))]
+    out = tokenizer(*columns, truncation=True, max_length=max_length)
+    return Encoded(input_ids=out["input_ids"], token_type_ids=out.get("token_type_ids"),
+                   labels=torch.tensor([e.label for e in examples], dtype=torch.long))

@@ -1,0 +1,41 @@
+"""Rich progress bars that `--quiet` turns off, behind one small interface the loops use."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress as RichProgress
+
+
+class Progress:
+    """`with progress.task("train pabee", total=n) as advance: ...; advance()`; silent when quiet."""
+
+    def __init__(self, *, quiet: bool = False, console: Console | None = None) -> None:
+        self.quiet_mode = quiet
+        self.console = console or Console(stderr=True)
+
+    @classmethod
+    def quiet(cls) -> "Progress":
+        return cls(quiet=True)
+
+    @contextmanager
+    def task(self, description: str, total: int) -> Iterator[Callable[..., None]]:
+        if self.quiet_mode:
+            yield lambda *args, **kwargs: None
+            return
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
+        with RichProgress(*columns, console=self.console, transient=True) as bar:
+            task_id = bar.add_task(description, total=total, info="")
+
+            def advance(info: str = "") -> None:
+                bar.update(task_id, advance=1, info=info)
+
+            yield advance
+
+    def log(self, message: str) -> None:
+        if not self.quiet_mode:
+            self.console.print(message)

@@ -1,0 +1,196 @@
+"""`cee-bench run` for classification tasks: train each method, trace, sweep, pick operating points, confirm with real
+early exit, time it, and store one record per (task, method, seed).
+
+Everything a user can get wrong is checked before the first file is written; a finished record is never recomputed
+unless `force` is set, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cee_bench.curve import choose_operating_points, evaluate_rule, per_layer_scores, sweep
+from cee_bench.data import Encoded, encode, load_splits
+from cee_bench.errors import UserError
+from cee_bench.method import PRESETS, Method, get_method, parse_methods
+from cee_bench.multiexit import POOLINGS, MultiExitModel, load_backbone
+from cee_bench.progress import Progress
+from cee_bench.results import environment, load_results, result_path, save_result
+from cee_bench.runtime import measure_latency, predict
+from cee_bench.tasks import Task, get_task
+from cee_bench.trace import compute_trace
+from cee_bench.training import FitContext, Stage
+
+# Per preset: data limits and how many examples the latency measurement times.
+PRESET_LIMITS: dict[str, dict[str, Any]] = {
+    "smoke": {"max_train_samples": 64, "max_eval_samples": 48, "max_seq_length": 64, "latency_examples": 16},
+    "cpu": {"max_train_samples": 4000, "max_eval_samples": None, "max_seq_length": 128, "latency_examples": 200},
+    "paper": {"max_train_samples": None, "max_eval_samples": None, "max_seq_length": 128, "latency_examples": 1000},
+}
+EVAL_BATCH_SIZE = 32
+DEFAULT_POOLING = "mean"
+
+
+@dataclass
+class RunOptions:
+    task: str
+    methods: str = "all"
+    model: str | None = None
+    data_dir: Path | None = None
+    output_dir: Path = Path("results")
+    preset: str = "cpu"
+    seed: int = 42
+    device: str = "auto"
+    force: bool = False
+    quiet: bool = False
+    pooling: str = DEFAULT_POOLING
+    trust_remote_code: bool = False
+    epochs: float | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    max_seq_length: int | None = None
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    latency_examples: int | None = None
+    limits: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if self.preset not in PRESETS:
+            raise UserError(f"unknown preset '{self.preset}'; choose one of {', '.join(PRESETS)}")
+        if self.pooling not in POOLINGS:
+            raise UserError(f"unknown pooling '{self.pooling}'; choose one of {', '.join(POOLINGS)}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise UserError(f"unknown device '{self.device}'; choose auto, cpu or cuda")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise UserError("--device cuda asked for, but no CUDA device is available")
+        for name in ("epochs", "batch_size", "lr", "max_seq_length", "max_train_samples", "max_eval_samples",
+                     "latency_examples"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise UserError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        self.limits = {k: getattr(self, k) if getattr(self, k) is not None else v
+                       for k, v in PRESET_LIMITS[self.preset].items()}
+
+    @property
+    def resolved_device(self) -> str:
+        return "cuda" if self.device == "auto" and torch.cuda.is_available() else ("cpu" if self.device == "auto" else self.device)
+
+
+def run(opts: RunOptions) -> list[Path]:
+    """Run every method of `opts` on its task; returns the paths of the records written or reused."""
+    opts.validate()
+    task = get_task(opts.task)
+    names = parse_methods(opts.methods)
+    methods = [get_method(n) for n in names]
+    stages = {m.name: resolve_stages(m, opts) for m in methods}
+    progress = Progress(quiet=opts.quiet)
+    splits = load_splits(task, opts.data_dir, max_train=opts.limits["max_train_samples"],
+                         max_eval=opts.limits["max_eval_samples"], seed=opts.seed)
+    encoder, tokenizer, backbone = load_backbone(opts.model, trust_remote_code=opts.trust_remote_code)
+    length = opts.limits["max_seq_length"]
+    data = {name: encode(tokenizer, examples, length)
+            for name, examples in (("train", splits.train), ("heldout", splits.heldout), ("dev", splits.dev))}
+    paths = []
+    for method in methods:
+        path = result_path(opts.output_dir, task.name, method.name, opts.seed)
+        if path.exists() and not opts.force:
+            progress.log(f"[dim]{task.name}/{method.name}: kept {path} (use --force to recompute)[/dim]")
+            paths.append(path)
+            continue
+        progress.log(f"[bold]{task.name}[/bold] · {method.name}")
+        record = run_method(method, task, encoder, backbone, data, stages[method.name], opts, progress)
+        record["data"] = {"source": splits.source, "train": len(splits.train), "heldout": len(splits.heldout),
+                          "dev": len(splits.dev)}
+        paths.append(save_result(opts.output_dir, record))
+        progress.log(f"  wrote {paths[-1]}")
+    return paths
+
+
+def resolve_stages(method: Method, opts: RunOptions) -> dict[str, Stage]:
+    """The method's stages for the preset, with the command-line overrides applied to every stage."""
+    return {name: stage.override(epochs=opts.epochs, batch_size=opts.batch_size, lr=opts.lr)
+            for name, stage in method.stages[opts.preset].items()}
+
+
+def build_model(method: Method, encoder: torch.nn.Module, task: Task, pooling: str, seed: int) -> MultiExitModel:
+    """A fresh copy of the pretrained encoder with `method`'s heads and extras, initialised from `seed`."""
+    torch.manual_seed(seed)
+    backbone = copy.deepcopy(encoder)
+    dropout = getattr(backbone.config, "hidden_dropout_prob", 0.1)
+    model = MultiExitModel(backbone, task.num_labels, pooling=pooling, pooler=method.pooler, dropout=dropout,
+                           signal_fn=method.signal_fn)
+    extras = method.build_extras(model)
+    if extras is not None:
+        model.extras = extras
+    return model
+
+
+def run_method(method: Method, task: Task, encoder: torch.nn.Module, backbone: str, data: dict[str, Encoded],
+               stages: dict[str, Stage], opts: RunOptions, progress: Progress) -> dict[str, Any]:
+    model = build_model(method, encoder, task, opts.pooling, opts.seed)
+    started = time.perf_counter()
+    ctx = FitContext(model, data["train"], data["heldout"], stages, seed=opts.seed, device=opts.resolved_device,
+                     progress=progress, eval_batch_size=EVAL_BATCH_SIZE)
+    method.fit(ctx)
+    train_seconds = time.perf_counter() - started
+    model.eval()
+    traces = {split: compute_trace(model, data[split], split=split, batch_size=EVAL_BATCH_SIZE, progress=progress)
+              for split in ("heldout", "dev")}
+    grid = list(method.grid(model.num_layers))
+
+    def make_rule(threshold: Any):
+        return method.rule(model, threshold)
+
+    curves = {split: sweep(trace, grid, make_rule, task) for split, trace in traces.items()}
+    reference = _reference(opts, task, method, curves, traces)
+    chosen = choose_operating_points(curves["heldout"], reference["heldout"])
+    operating_points, per_example = {}, {}
+    for name, choice in chosen.items():
+        rule = make_rule(choice["threshold"])
+        point, sim_exits = evaluate_rule(traces["dev"], rule, task)
+        real_preds, real_exits = predict(model, rule, data["dev"], EVAL_BATCH_SIZE)
+        sim_preds = traces["dev"].signals["logits"][np.arange(len(sim_exits)), sim_exits - 1].argmax(-1).numpy()
+        agreement = float(np.mean((real_exits.numpy() + 1 == sim_exits) & (real_preds.numpy() == sim_preds)))
+        latency = {f"b{bs}": measure_latency(model, rule, data["dev"], batch_size=bs,
+                                             max_examples=opts.limits["latency_examples"], progress=progress)
+                   for bs in (1, EVAL_BATCH_SIZE)}
+        operating_points[name] = {**choice, **point, "split": "dev", "selected_on": "heldout",
+                                  "real_vs_simulated_agreement": agreement, "latency": latency}
+        per_example[name] = {"exit_layers": sim_exits.tolist(), "real_exit_layers": (real_exits.numpy() + 1).tolist()}
+        progress.log(f"  {name}: {method.threshold_name}={choice['threshold']} dev {task.main_metric} "
+                     f"{point['score']:.4f}, saved layers {point['saved_layers']:.1%}, "
+                     f"wall speed-up b1 {latency['b1']['speedup_wall']:.2f}x")
+    return {
+        "task": task.name, "method": method.name, "method_display": method.display.format(backbone=backbone),
+        "backbone": backbone, "seed": opts.seed, "kind": "classification", "num_layers": model.num_layers,
+        "metric": task.main_metric, "metrics": list(task.metrics),
+        "config": {"preset": opts.preset, "pooling": opts.pooling, "device": opts.resolved_device,
+                   "model": opts.model or backbone, **opts.limits, "eval_batch_size": EVAL_BATCH_SIZE,
+                   "stages": {name: asdict(stage) for name, stage in stages.items()}},
+        "method_meta": {**method.metadata(), "grid": grid, **ctx.log},
+        "environment": environment(), "train_seconds": train_seconds,
+        "reference": reference,
+        "per_layer_scores": {split: per_layer_scores(trace, task) for split, trace in traces.items()},
+        "curve": curves["dev"], "selection_curve": curves["heldout"], "curve_kind": "simulated",
+        "eval_split": "dev", "select_split": "heldout",
+        "operating_points": operating_points, "per_example": per_example,
+    }
+
+
+def _reference(opts: RunOptions, task: Task, method: Method, curves: dict[str, list[dict]],
+               traces: dict) -> dict[str, Any]:
+    """The score the operating points must keep: the full-model row's when it exists, else this model's top layer."""
+    full = result_path(opts.output_dir, task.name, "full", opts.seed)
+    if method.name != "full" and full.exists():
+        record = next(r for r in load_results(opts.output_dir) if r["_path"] == str(full))
+        return {"source": "full-model record", "heldout": record["selection_curve"][0]["score"],
+                "dev": record["curve"][0]["score"]}
+    return {"source": "own top layer", "heldout": per_layer_scores(traces["heldout"], task)[-1],
+            "dev": per_layer_scores(traces["dev"], task)[-1]}

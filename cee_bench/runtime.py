@@ -1,0 +1,124 @@
+"""Real early-exit inference (batch 1, and batched with exited rows leaving the batch) and wall-clock timing.
+
+The simulated curve says which layer each example *would* exit at; this module actually stops computing there and
+measures the clock. Full model and early-exit model are timed in the same process, interleaved example by example
+(or batch by batch), after a warm-up, with `perf_counter_ns` on the CPU and CUDA events plus synchronisation on a GPU.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable
+
+import torch
+
+from cee_bench.data import Encoded
+from cee_bench.exits import ExitRule
+from cee_bench.multiexit import MultiExitModel
+from cee_bench.progress import Progress
+
+Batch = dict[str, torch.Tensor]
+
+# A test-only seam: called once per computed layer in the early-exit path, so a test can inject a slowdown there.
+layer_hook: Callable[[int], None] | None = None
+
+
+@torch.no_grad()
+def early_exit(model: MultiExitModel, rule: ExitRule, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(predictions, 0-based exit layers) of one batch, computing each row only up to its exit layer."""
+    hidden, layer_mask = model.embed(batch)
+    mask = batch["attention_mask"]
+    n = hidden.shape[0]
+    rows = torch.arange(n, device=hidden.device)
+    preds = torch.empty(n, dtype=torch.long, device=hidden.device)
+    exits = torch.empty(n, dtype=torch.long, device=hidden.device)
+    state = rule.start(n, hidden.device)
+    last = model.num_layers - 1
+    for layer in range(model.num_layers):
+        if layer_hook is not None:
+            layer_hook(layer)
+        hidden = model.run_layer(layer, hidden, layer_mask)
+        signals = model.layer_signals(layer, hidden, mask)
+        if layer == last:
+            done = torch.ones(hidden.shape[0], dtype=torch.bool, device=hidden.device)
+        else:
+            state, done = rule.step(state, layer, signals)
+        if done.any():
+            preds[rows[done]] = signals["logits"][done].argmax(-1)
+            exits[rows[done]] = layer
+            if done.all():
+                break
+            keep = ~done
+            rows, hidden, mask = rows[keep], hidden[keep], mask[keep]
+            layer_mask = layer_mask[keep] if layer_mask is not None else None
+            state = {k: v[keep] for k, v in state.items()}
+    return preds, exits
+
+
+@torch.no_grad()
+def predict(model: MultiExitModel, rule: ExitRule, data: Encoded, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Real early-exit predictions and exit layers over a whole split."""
+    model.eval()
+    preds, exits = [], []
+    for batch in data.batches(batch_size):
+        p, e = early_exit(model, rule, _to(batch, model.device))
+        preds.append(p.cpu())
+        exits.append(e.cpu())
+    return torch.cat(preds), torch.cat(exits)
+
+
+class _Clock:
+    """Elapsed milliseconds of a callable: CUDA events on a GPU, perf_counter_ns on the CPU."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+
+    def time(self, fn: Callable[[], object]) -> float:
+        if self.cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            torch.cuda.synchronize()
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize()
+            return start.elapsed_time(end)
+        t0 = time.perf_counter_ns()
+        fn()
+        return (time.perf_counter_ns() - t0) / 1e6
+
+
+@torch.no_grad()
+def measure_latency(model: MultiExitModel, rule: ExitRule, data: Encoded, *, batch_size: int, max_examples: int,
+                    warmup: int = 3, progress: Progress | None = None) -> dict[str, float]:
+    """Full model vs early exit on the same examples, interleaved; per-example figures at batch 1, throughput above."""
+    model.eval()
+    clock = _Clock(model.device)
+    n = min(max_examples, len(data))
+    batches = [_to(data.collate(list(range(s, min(s + batch_size, n)))), model.device) for s in range(0, n, batch_size)]
+    for batch in batches[:warmup]:
+        model.full_forward(batch)
+        early_exit(model, rule, batch)
+    full_ms, ee_ms = [], []
+    with (progress or Progress.quiet()).task(f"latency b{batch_size}", total=len(batches)) as advance:
+        for batch in batches:
+            full_ms.append(clock.time(lambda: model.full_forward(batch)))
+            ee_ms.append(clock.time(lambda: early_exit(model, rule, batch)))
+            advance()
+    total_full, total_ee = sum(full_ms), sum(ee_ms)
+    figures = {"batch_size": batch_size, "examples": n, "full_total_ms": total_full, "ee_total_ms": total_ee,
+               "speedup_wall": total_full / total_ee if total_ee else float("nan"),
+               "full_throughput": 1000 * n / total_full, "ee_throughput": 1000 * n / total_ee}
+    if batch_size == 1:
+        figures.update({"full_ms_median": statistics.median(full_ms), "full_ms_p90": _p90(full_ms),
+                        "ee_ms_median": statistics.median(ee_ms), "ee_ms_p90": _p90(ee_ms)})
+    return figures
+
+
+def _p90(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(0.9 * (len(ordered) - 1))))]
+
+
+def _to(batch: Batch, device: torch.device) -> Batch:
+    return {k: v.to(device) for k, v in batch.items()}

@@ -1,0 +1,45 @@
+"""Per-example, per-layer evidence computed once per model and split ("evidence once, decisions many times")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from cee_bench.data import Encoded
+from cee_bench.multiexit import MultiExitModel
+from cee_bench.progress import Progress
+
+
+@dataclass
+class Trace:
+    """`signals[key]` is [N, L, ...] on the CPU (logits plus the method's extras), `labels` is [N]."""
+
+    signals: dict[str, torch.Tensor]
+    labels: torch.Tensor
+    split: str
+
+    @property
+    def num_layers(self) -> int:
+        return self.signals["logits"].shape[1]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@torch.no_grad()
+def compute_trace(model: MultiExitModel, data: Encoded, *, split: str, batch_size: int,
+                  progress: Progress | None = None) -> Trace:
+    """Run every layer over `data` once in eval mode and keep each layer's signals (not the pooled vectors)."""
+    model.eval()
+    device = model.device
+    parts: dict[str, list[torch.Tensor]] = {}
+    batches = list(range(0, len(data), batch_size))
+    with (progress or Progress.quiet()).task(f"trace {split}", total=len(batches)) as advance:
+        for batch in data.batches(batch_size):
+            out = model({k: v.to(device) for k, v in batch.items()})
+            for key, value in out.items():
+                if key != "pooled":
+                    parts.setdefault(key, []).append(value.float().cpu())
+            advance()
+    return Trace({k: torch.cat(v) for k, v in parts.items()}, data.labels.clone(), split)

@@ -1,0 +1,147 @@
+"""The one training loop every method's stages go through, on Hugging Face Accelerate.
+
+Methods say *what* to train (which parameters, which loss, which hyperparameters); this module owns *how*
+(optimiser, schedule, clipping, devices, progress), so `accelerate launch -m cee_bench run ...` spreads any method over
+several GPUs and a CPU run is an ordinary process.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Iterable, Iterator
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from cee_bench.data import Encoded
+from cee_bench.errors import UserError
+from cee_bench.multiexit import MultiExitModel
+from cee_bench.progress import Progress
+
+Batch = dict[str, torch.Tensor]
+LossFn = Callable[[Batch, int], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Hyperparameters of one training stage (AdamW with a linear schedule, as every reference script uses)."""
+
+    epochs: float
+    batch_size: int
+    lr: float
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.0
+    grad_clip: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.epochs <= 0:
+            raise UserError(f"epochs must be positive, got {self.epochs}")
+        if self.batch_size <= 0:
+            raise UserError(f"batch size must be positive, got {self.batch_size}")
+        if self.lr <= 0:
+            raise UserError(f"learning rate must be positive, got {self.lr}")
+
+    def override(self, *, epochs: float | None = None, batch_size: int | None = None,
+                 lr: float | None = None) -> "Stage":
+        changes = {k: v for k, v in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr)) if v is not None}
+        return replace(self, **changes)
+
+
+class FitContext:
+    """What a method's `fit` gets: the model, the data, its resolved stages, and `train_stage`."""
+
+    def __init__(self, model: MultiExitModel, train: Encoded, heldout: Encoded, stages: dict[str, Stage], *,
+                 seed: int, device: str, progress: Progress, eval_batch_size: int) -> None:
+        from accelerate import Accelerator
+
+        self.accelerator = Accelerator(cpu=device == "cpu")
+        self.model = model
+        self.train, self.heldout, self.stages = train, heldout, stages
+        self.seed, self.progress, self.eval_batch_size = seed, progress, eval_batch_size
+        self.log: dict[str, Any] = {}
+        self._prepared = self.accelerator.prepare(model)
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    def forward(self, batch: Batch, **kwargs: Any) -> dict[str, torch.Tensor]:
+        """The (possibly distributed) model's forward: all layers' signals."""
+        return self._prepared(batch, **kwargs)
+
+    def train_batches(self, batch_size: int, epoch: int) -> Iterable[Batch]:
+        generator = torch.Generator().manual_seed(self.seed * 1000 + epoch)
+        loader = DataLoader(range(len(self.train)), batch_size=batch_size, shuffle=True, generator=generator,
+                            collate_fn=self.train.collate)
+        return self.accelerator.prepare(loader)
+
+    def train_stage(self, name: str, params: Iterable[nn.Parameter], loss_fn: LossFn, *,
+                    batches: Callable[[int], Iterable[Batch]] | None = None, steps_per_epoch: int | None = None,
+                    on_epoch_end: Callable[[int], None] | None = None) -> list[float]:
+        """Train `params` on `loss_fn(batch, step)` for the stage called `name`; the rest of the model is frozen.
+
+        `batches(epoch)` replaces the shuffled training batches (e.g. cached layer states when the backbone is
+        frozen). Returns the mean loss of every epoch, also kept in `self.log[name]`.
+        """
+        stage = self.stages[name]
+        params = [p for p in params]
+        trainable = {id(p) for p in params}
+        for p in self.model.parameters():
+            p.requires_grad_(id(p) in trainable)
+        batches = batches or (lambda epoch: self.train_batches(stage.batch_size, epoch))
+        per_epoch = steps_per_epoch or math.ceil(len(self.train) / stage.batch_size)
+        total = max(1, math.ceil(stage.epochs * per_epoch))
+        optimizer = torch.optim.AdamW(params, lr=stage.lr, weight_decay=stage.weight_decay, eps=1e-8)
+        warmup = int(stage.warmup_ratio * total)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
+        optimizer, scheduler = self.accelerator.prepare(optimizer, scheduler)
+        self.model.train()
+        losses: list[float] = []
+        step = 0
+        with self.progress.task(f"train {name}", total=total) as advance:
+            for epoch in range(math.ceil(stage.epochs)):
+                running, count = 0.0, 0
+                for batch in _take(batches(epoch), total - step):
+                    loss = loss_fn(batch, step)
+                    optimizer.zero_grad(set_to_none=True)
+                    self.accelerator.backward(loss)
+                    if stage.grad_clip:
+                        self.accelerator.clip_grad_norm_(params, stage.grad_clip)
+                    optimizer.step()
+                    scheduler.step()
+                    running, count, step = running + float(loss.detach()), count + 1, step + 1
+                    advance(f"loss {running / count:.4f}")
+                losses.append(running / max(count, 1))
+                if on_epoch_end is not None:
+                    on_epoch_end(epoch)
+                if step >= total:
+                    break
+        for p in self.model.parameters():
+            p.requires_grad_(True)
+        self.model.eval()
+        self.log[name] = losses
+        return losses
+
+
+def _take(items: Iterable[Batch], limit: int) -> Iterator[Batch]:
+    for i, item in enumerate(items):
+        if i >= limit:
+            return
+        yield item
+
+
+def weighted_ce(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Σ_i w_i·CE_i / Σ_i w_i over the layers of `logits` [B, L, C] (PABEE's weights are w_i = i)."""
+    ce = per_layer_ce(logits, labels).mean(0)
+    weights = weights.to(ce)
+    return (weights * ce).sum() / weights.sum()
+
+
+def per_layer_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of every example at every layer: [B, L]."""
+    b, layers, c = logits.shape
+    return nn.functional.cross_entropy(logits.reshape(b * layers, c), labels.repeat_interleave(layers),
+                                       reduction="none").reshape(b, layers)
