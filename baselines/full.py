@@ -20,7 +20,7 @@ class FullModel(Method):
     def grid(self, num_layers: int) -> Sequence[Any]:
         return [None]
 
-    def rule(self, model: MultiExitModel, threshold: Any) -> ExitRule:
+    def rule(self, model: MultiExitModel | None, threshold: Any) -> ExitRule:
         return Never()
 
     def fit(self, ctx: FitContext) -> None:

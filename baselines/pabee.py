@@ -32,7 +32,7 @@ class Pabee(Method):
     def grid(self, num_layers: int) -> Sequence[Any]:
         return list(range(num_layers))
 
-    def rule(self, model: MultiExitModel, threshold: Any) -> ExitRule:
+    def rule(self, model: MultiExitModel | None, threshold: Any) -> ExitRule:
         return Patience(int(threshold))
 
     def fit(self, ctx: FitContext) -> None:

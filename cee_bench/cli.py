@@ -37,6 +37,8 @@ def run(
     max_train_samples: Optional[int] = typer.Option(None, help="Train on at most this many examples."),
     max_eval_samples: Optional[int] = typer.Option(None, help="Evaluate on at most this many examples per split."),
     latency_examples: Optional[int] = typer.Option(None, help="Examples timed for wall-clock latency."),
+    grid: Optional[str] = typer.Option(None, help="Comma-separated thresholds replacing the method's grid "
+                                                  "(one method only)."),
     seed: int = typer.Option(42, help="Random seed."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     force: bool = typer.Option(False, "--force", help="Recompute results that already exist."),
@@ -45,14 +47,15 @@ def run(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars (CI logs)."),
 ) -> None:
     """Train and evaluate methods on one task; one JSON record per (task, method, seed)."""
-    from cee_bench.runner import RunOptions
+    from cee_bench.runner import RunOptions, parse_grid
     from cee_bench.runner import run as run_classification
 
     options = RunOptions(task=task, methods=methods, model=model, data_dir=data_dir, output_dir=output_dir,
                          preset=preset, seed=seed, device=device, force=force, quiet=quiet, pooling=pooling,
                          trust_remote_code=trust_remote_code, epochs=epochs, batch_size=batch_size, lr=lr,
                          max_seq_length=max_seq_length, max_train_samples=max_train_samples,
-                         max_eval_samples=max_eval_samples, latency_examples=latency_examples)
+                         max_eval_samples=max_eval_samples, latency_examples=latency_examples,
+                         grid=parse_grid(grid) if grid is not None else None)
     paths = run_classification(options)
     console.print(f"{len(paths)} result file(s) under {output_dir}")
 

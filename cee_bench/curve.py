@@ -30,9 +30,10 @@ def evaluate_rule(trace: Trace, rule: ExitRule, task: Task) -> tuple[dict[str, A
     return point, exit_layers
 
 
-def sweep(trace: Trace, grid: Sequence[Any], make_rule: Callable[[Any], ExitRule], task: Task) -> list[dict[str, Any]]:
-    """The curve: one simulated point per threshold of the grid."""
-    return [{"threshold": threshold, **evaluate_rule(trace, make_rule(threshold), task)[0]} for threshold in grid]
+def sweep(grid: Sequence[Any], setting: Callable[[Any], tuple[Trace, ExitRule]], task: Task) -> list[dict[str, Any]]:
+    """The curve: one simulated point per grid value; `setting(value)` gives the trace (of the model that value
+    belongs to) and the exit rule."""
+    return [{"threshold": value, **evaluate_rule(*setting(value), task)[0]} for value in grid]
 
 
 def per_layer_scores(trace: Trace, task: Task) -> list[float]:

@@ -47,7 +47,9 @@ class Method:
         """The thresholds whose curve the trace replays, most aggressive last or first as the rule dictates."""
         raise NotImplementedError
 
-    def rule(self, model: MultiExitModel, threshold: Any) -> ExitRule:
+    def rule(self, model: MultiExitModel | None, threshold: Any) -> ExitRule:
+        """The exit rule at one grid value; with `model=None` it only validates the value (before any training), so
+        an out-of-domain threshold is a `UserError` raised before anything is written."""
         raise NotImplementedError
 
     def build_extras(self, model: MultiExitModel) -> nn.ModuleDict | None:
@@ -56,7 +58,9 @@ class Method:
 
     signal_fn: ClassVar[SignalFn | None] = None
 
-    def fit(self, ctx: FitContext) -> None:
+    def fit(self, ctx: FitContext) -> dict[Any, MultiExitModel] | None:
+        """Train `ctx.model` through `ctx.train_stage`. A method whose curve comes from several trained models (one
+        per grid value, like ConsistentEE's α) returns {grid value: model}; the grid is then those values."""
         raise NotImplementedError
 
     def metadata(self) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from cee_bench.progress import Progress
 from cee_bench.results import environment, load_results, result_path, save_result
 from cee_bench.runtime import measure_latency, predict
 from cee_bench.tasks import Task, get_task
-from cee_bench.trace import compute_trace
+from cee_bench.trace import Trace, compute_trace
 from cee_bench.training import FitContext, Stage
 
 # Per preset: data limits and how many examples the latency measurement times.
@@ -59,6 +59,7 @@ class RunOptions:
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
     latency_examples: int | None = None
+    grid: list[float] | None = None
     limits: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -90,6 +91,11 @@ def run(opts: RunOptions) -> list[Path]:
     names = parse_methods(opts.methods)
     methods = [get_method(n) for n in names]
     stages = {m.name: resolve_stages(m, opts) for m in methods}
+    if opts.grid is not None:
+        if len(methods) != 1:
+            raise UserError("--grid replaces one method's threshold grid: give exactly one method with it")
+        for value in opts.grid:
+            methods[0].rule(None, value)
     progress = Progress(quiet=opts.quiet)
     splits = load_splits(task, opts.data_dir, max_train=opts.limits["max_train_samples"],
                          max_eval=opts.limits["max_eval_samples"], seed=opts.seed)
@@ -111,6 +117,20 @@ def run(opts: RunOptions) -> list[Path]:
         paths.append(save_result(opts.output_dir, record))
         progress.log(f"  wrote {paths[-1]}")
     return paths
+
+
+def parse_grid(spec: str) -> list[float]:
+    """`--grid 0.1,0.2,0.5` as numbers (whole numbers stay integers, for patience-style grids)."""
+    values = []
+    for part in (p.strip() for p in spec.split(",") if p.strip()):
+        try:
+            number = float(part)
+        except ValueError:
+            raise UserError(f"--grid: '{part}' is not a number") from None
+        values.append(int(number) if number.is_integer() and "." not in part else number)
+    if not values:
+        raise UserError("--grid is empty")
+    return values
 
 
 def resolve_stages(method: Method, opts: RunOptions) -> dict[str, Stage]:
@@ -138,27 +158,35 @@ def run_method(method: Method, task: Task, encoder: torch.nn.Module, backbone: s
     started = time.perf_counter()
     ctx = FitContext(model, data["train"], data["heldout"], stages, seed=opts.seed, device=opts.resolved_device,
                      progress=progress, eval_batch_size=EVAL_BATCH_SIZE)
-    method.fit(ctx)
+    variants = method.fit(ctx) or {}
     train_seconds = time.perf_counter() - started
-    model.eval()
-    traces = {split: compute_trace(model, data[split], split=split, batch_size=EVAL_BATCH_SIZE, progress=progress)
+    grid = list(variants) if variants else list(opts.grid if opts.grid is not None else method.grid(model.num_layers))
+    trace_cache: dict[tuple[int, str], Trace] = {}
+
+    def model_for(value: Any) -> MultiExitModel:
+        return variants.get(value, model) if variants else model
+
+    def trace_of(value: Any, split: str) -> Trace:
+        m = model_for(value)
+        if (id(m), split) not in trace_cache:
+            m.eval()
+            trace_cache[id(m), split] = compute_trace(m, data[split], split=split, batch_size=EVAL_BATCH_SIZE,
+                                                      progress=progress)
+        return trace_cache[id(m), split]
+
+    curves = {split: sweep(grid, lambda v, s=split: (trace_of(v, s), method.rule(model_for(v), v)), task)
               for split in ("heldout", "dev")}
-    grid = list(method.grid(model.num_layers))
-
-    def make_rule(threshold: Any):
-        return method.rule(model, threshold)
-
-    curves = {split: sweep(trace, grid, make_rule, task) for split, trace in traces.items()}
-    reference = _reference(opts, task, method, curves, traces)
+    reference = _reference(opts, task, method, trace_of(grid[-1], "heldout"), trace_of(grid[-1], "dev"))
     chosen = choose_operating_points(curves["heldout"], reference["heldout"])
     operating_points, per_example = {}, {}
     for name, choice in chosen.items():
-        rule = make_rule(choice["threshold"])
-        point, sim_exits = evaluate_rule(traces["dev"], rule, task)
-        real_preds, real_exits = predict(model, rule, data["dev"], EVAL_BATCH_SIZE)
-        sim_preds = traces["dev"].signals["logits"][np.arange(len(sim_exits)), sim_exits - 1].argmax(-1).numpy()
+        value = grid[choice["grid_index"]]
+        chosen_model, rule, dev_trace = model_for(value), method.rule(model_for(value), value), trace_of(value, "dev")
+        point, sim_exits = evaluate_rule(dev_trace, rule, task)
+        real_preds, real_exits = predict(chosen_model, rule, data["dev"], EVAL_BATCH_SIZE)
+        sim_preds = dev_trace.signals["logits"][np.arange(len(sim_exits)), sim_exits - 1].argmax(-1).numpy()
         agreement = float(np.mean((real_exits.numpy() + 1 == sim_exits) & (real_preds.numpy() == sim_preds)))
-        latency = {f"b{bs}": measure_latency(model, rule, data["dev"], batch_size=bs,
+        latency = {f"b{bs}": measure_latency(chosen_model, rule, data["dev"], batch_size=bs,
                                              max_examples=opts.limits["latency_examples"], progress=progress)
                    for bs in (1, EVAL_BATCH_SIZE)}
         operating_points[name] = {**choice, **point, "split": "dev", "selected_on": "heldout",
@@ -174,23 +202,23 @@ def run_method(method: Method, task: Task, encoder: torch.nn.Module, backbone: s
         "config": {"preset": opts.preset, "pooling": opts.pooling, "device": opts.resolved_device,
                    "model": opts.model or backbone, **opts.limits, "eval_batch_size": EVAL_BATCH_SIZE,
                    "stages": {name: asdict(stage) for name, stage in stages.items()}},
-        "method_meta": {**method.metadata(), "grid": grid, **ctx.log},
+        "method_meta": {**method.metadata(), "grid": grid, "grid_source": "command line" if opts.grid else "method",
+                        "log": ctx.log},
         "environment": environment(), "train_seconds": train_seconds,
         "reference": reference,
-        "per_layer_scores": {split: per_layer_scores(trace, task) for split, trace in traces.items()},
+        "per_layer_scores": {split: per_layer_scores(trace_of(grid[-1], split), task) for split in ("heldout", "dev")},
         "curve": curves["dev"], "selection_curve": curves["heldout"], "curve_kind": "simulated",
         "eval_split": "dev", "select_split": "heldout",
         "operating_points": operating_points, "per_example": per_example,
     }
 
 
-def _reference(opts: RunOptions, task: Task, method: Method, curves: dict[str, list[dict]],
-               traces: dict) -> dict[str, Any]:
+def _reference(opts: RunOptions, task: Task, method: Method, heldout: Trace, dev: Trace) -> dict[str, Any]:
     """The score the operating points must keep: the full-model row's when it exists, else this model's top layer."""
     full = result_path(opts.output_dir, task.name, "full", opts.seed)
     if method.name != "full" and full.exists():
         record = next(r for r in load_results(opts.output_dir) if r["_path"] == str(full))
         return {"source": "full-model record", "heldout": record["selection_curve"][0]["score"],
                 "dev": record["curve"][0]["score"]}
-    return {"source": "own top layer", "heldout": per_layer_scores(traces["heldout"], task)[-1],
-            "dev": per_layer_scores(traces["dev"], task)[-1]}
+    return {"source": "own top layer", "heldout": per_layer_scores(heldout, task)[-1],
+            "dev": per_layer_scores(dev, task)[-1]}

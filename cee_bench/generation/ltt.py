@@ -1,0 +1,59 @@
+"""Learn-then-Test calibration of a global exit threshold (CALM, METHODS.md §8.6).
+
+Generic over methods: give candidates ordered from the most conservative to the most aggressive, and for each the
+per-example risk D ∈ [0, 1] on calibration data (here 1 − ROUGE-L against the full model's output: *textual
+consistency*, no labels needed). With (δ, ε), the chosen candidate satisfies E[D] ≤ δ with probability ≥ 1 − ε
+over the calibration draw. Hoeffding p-values with fixed-sequence testing: walk the candidates in order, reject
+H_j: R(λ_j) > δ while p_j ≤ ε, stop at the first failure, return the last rejected one — or none (the full model).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cee_bench.errors import UserError
+
+
+def check_delta_epsilon(delta: float, epsilon: float) -> None:
+    """δ and ε must lie strictly inside (0, 1)."""
+    for name, value in (("delta", delta), ("epsilon", epsilon)):
+        if not 0.0 < value < 1.0:
+            raise UserError(f"{name} must be in (0, 1), got {value}")
+
+
+def hoeffding_p_value(mean_risk: float, n: int, delta: float) -> float:
+    """Super-uniform p-value for H: R > δ from the mean of n risks in [0, 1]: exp(−2n·max(0, δ − R̂)²)."""
+    return math.exp(-2 * n * max(0.0, delta - mean_risk) ** 2)
+
+
+@dataclass(frozen=True)
+class LttResult:
+    """Index of the chosen candidate (None = no candidate passes: use the full model) and the evidence."""
+
+    chosen: int | None
+    mean_risks: list[float]
+    p_values: list[float]
+
+
+def learn_then_test(risks: Sequence[Sequence[float]], delta: float, epsilon: float) -> LttResult:
+    """Fixed-sequence LTT over per-candidate, per-example risks (candidates most conservative first)."""
+    check_delta_epsilon(delta, epsilon)
+    mean_risks, p_values = [], []
+    chosen = None
+    testing = True
+    for index, values in enumerate(risks):
+        if not values:
+            raise UserError("Learn-then-Test needs at least one calibration example")
+        if any(not 0.0 <= v <= 1.0 for v in values):
+            raise ValueError("risks must lie in [0, 1]")
+        mean = sum(values) / len(values)
+        p = hoeffding_p_value(mean, len(values), delta)
+        mean_risks.append(mean)
+        p_values.append(p)
+        if testing and p <= epsilon:
+            chosen = index
+        else:
+            testing = False
+    return LttResult(chosen, mean_risks, p_values)
