@@ -1,4 +1,4 @@
-"""Rich progress bars that `--quiet` turns off, behind one small interface the loops use."""
+"""Rich progress bars that `--quiet` (or a non-terminal stderr) turns off, behind one small interface the loops use."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ class Progress:
 
     @contextmanager
     def task(self, description: str, total: int) -> Iterator[Callable[..., None]]:
-        if self.quiet_mode:
+        if self.quiet_mode or not self.console.is_terminal:  # bars in a log file are only noise
             yield lambda *args, **kwargs: None
             return
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -1,0 +1,38 @@
+"""Shared fixtures: tiny models built from config (unit tests) and the paths of ../shared data (integration)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+GLUE = SHARED_DATA / "glue"
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder() -> torch.nn.Module:
+    """A 4-layer BERT with random weights: fast, and enough to exercise every code path."""
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    return BertModel(config).eval()
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """The packaged encoder's tokenizer (offline)."""
+    from transformers import AutoTokenizer
+
+    from cee_bench.multiexit import resolve_model
+
+    return AutoTokenizer.from_pretrained(resolve_model(None)[0])
+
+
+def require_glue() -> None:
+    if not GLUE.is_dir():
+        pytest.skip(f"GLUE data not found at {GLUE}")

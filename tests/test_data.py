@@ -1,0 +1,74 @@
+"""GLUE reading on the real files in ../shared and on hand-written broken ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cee_bench.data import encode, load_splits, read_glue_tsv
+from cee_bench.errors import UserError
+from cee_bench.tasks import get_task
+
+from conftest import GLUE, require_glue
+
+
+def test_real_files_parse_with_their_quirks():
+    require_glue()
+    assert len(read_glue_tsv(get_task("rte"), GLUE / "RTE" / "train.tsv")) == 2490
+    mrpc = read_glue_tsv(get_task("mrpc"), GLUE / "MRPC" / "dev.tsv")  # starts with a UTF-8 BOM
+    assert len(mrpc) == 408 and {e.label for e in mrpc} == {0, 1}
+    assert len(read_glue_tsv(get_task("sst2"), GLUE / "SST-2" / "dev.tsv")) == 872
+
+
+def test_heldout_is_fixed_disjoint_and_not_dev():
+    require_glue()
+    a = load_splits(get_task("rte"), GLUE, seed=1)
+    b = load_splits(get_task("rte"), GLUE, seed=2, max_train=500)
+    assert a.heldout == b.heldout  # the same held-out rows for every seed and method
+    assert len(a.heldout) == 249 and len(a.train) == 2490 - 249 and len(a.dev) == 277
+    held = set(map(id, a.heldout))
+    assert not held & set(map(id, a.train))
+    assert len(b.train) == 500
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    folder = tmp_path / "RTE"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "train.tsv").write_text(text)
+    return folder / "train.tsv"
+
+
+def test_malformed_row_names_file_and_line(tmp_path):
+    path = _write(tmp_path, "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\tonly two\tfields\n")
+    with pytest.raises(UserError, match=r"train.tsv:3: malformed row"):
+        read_glue_tsv(get_task("rte"), path)
+
+
+def test_label_outside_label_set(tmp_path):
+    path = _write(tmp_path, "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tmaybe\n")
+    with pytest.raises(UserError, match="label 'maybe' is not one of"):
+        read_glue_tsv(get_task("rte"), path)
+
+
+def test_missing_column_and_missing_file(tmp_path):
+    path = _write(tmp_path, "index\tsentence1\tlabel\n0\ta\tentailment\n")
+    with pytest.raises(UserError, match="missing column"):
+        read_glue_tsv(get_task("rte"), path)
+    with pytest.raises(UserError, match="task folder not found"):
+        load_splits(get_task("mrpc"), tmp_path)
+
+
+def test_tasks_not_at_hand_load_from_a_local_glue_folder(tmp_path, tokenizer):
+    """QQP and MNLI are not in ../shared: the loader must still read their GLUE layout."""
+    qqp = tmp_path / "QQP"
+    qqp.mkdir()
+    header = "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n"
+    rows = [f"{i}\t{i}\t{i + 1}\tq{i}?\tother {i}?\t{i % 2}\n" for i in range(120)]
+    (qqp / "train.tsv").write_text(header + "".join(rows))
+    (qqp / "dev.tsv").write_text(header + "".join(rows[:10]))
+    splits = load_splits(get_task("qqp"), tmp_path)
+    assert len(splits.heldout) == 100 and len(splits.train) == 20
+    encoded = encode(tokenizer, splits.dev, 32)
+    batch = encoded.collate([0, 1])
+    assert batch["input_ids"].shape[0] == 2 and "token_type_ids" in batch
