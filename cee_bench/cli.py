@@ -39,6 +39,9 @@ def run(
     latency_examples: Optional[int] = typer.Option(None, help="Examples timed for wall-clock latency."),
     grid: Optional[str] = typer.Option(None, help="Comma-separated thresholds replacing the method's grid "
                                                   "(one method only)."),
+    delta: Optional[float] = typer.Option(None, help="Generation: Learn-then-Test tolerance δ in (0, 1)."),
+    epsilon: Optional[float] = typer.Option(None, help="Generation: Learn-then-Test risk level ε in (0, 1)."),
+    greedy: bool = typer.Option(False, "--greedy", help="Generation: greedy decoding instead of the paper's sampling."),
     seed: int = typer.Option(42, help="Random seed."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     force: bool = typer.Option(False, "--force", help="Recompute results that already exist."),
@@ -47,8 +50,22 @@ def run(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars (CI logs)."),
 ) -> None:
     """Train and evaluate methods on one task; one JSON record per (task, method, seed)."""
+    from cee_bench.generation.tasks import GENERATION_TASKS
     from cee_bench.runner import RunOptions, parse_grid
     from cee_bench.runner import run as run_classification
+
+    if task in GENERATION_TASKS:
+        from cee_bench.generation.registry import GENERATION_METHODS
+        from cee_bench.generation.run import run_generation
+
+        names = list(GENERATION_METHODS) if methods == "all" else [m.strip() for m in methods.split(",") if m.strip()]
+        paths = run_generation(task, names, model=model, data_dir=data_dir, output_dir=output_dir, preset=preset,
+                               seed=seed, device=device, force=force, quiet=quiet, max_eval_samples=max_eval_samples,
+                               max_train_samples=max_train_samples,
+                               thresholds=parse_grid(grid) if grid is not None else None, delta=delta,
+                               epsilon=epsilon, greedy=greedy)
+        console.print(f"{len(paths)} result file(s) under {output_dir}")
+        return
 
     options = RunOptions(task=task, methods=methods, model=model, data_dir=data_dir, output_dir=output_dir,
                          preset=preset, seed=seed, device=device, force=force, quiet=quiet, pooling=pooling,

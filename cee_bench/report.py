@@ -13,7 +13,8 @@ OP_LABELS = {"no_loss": "★ no loss", "le1_loss": "≤1% loss"}
 CSV_COLUMNS = ("task", "method", "method_display", "backbone", "seed", "split", "metric", "score", "num_layers",
                "mean_exit_layer", "saved_layers", "layer_speedup", "operating_point", "threshold", "met_on_selection",
                "reference_score", "reference_source", "latency_ms_b1", "full_latency_ms_b1", "speedup_wall_b1",
-               "speedup_wall_b32", "real_vs_simulated_agreement", "pooling", "preset")
+               "speedup_wall_b32", "realised_fraction_b1", "realised_fraction_b32", "real_vs_simulated_agreement",
+               "pooling", "preset")
 
 
 def tidy_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -35,6 +36,8 @@ def tidy_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "full_latency_ms_b1": lat.get("b1", {}).get("full_ms_median"),
                 "speedup_wall_b1": lat.get("b1", {}).get("speedup_wall"),
                 "speedup_wall_b32": lat.get("b32", {}).get("speedup_wall"),
+                "realised_fraction_b1": lat.get("b1", {}).get("realised_fraction"),
+                "realised_fraction_b32": lat.get("b32", {}).get("realised_fraction"),
                 "real_vs_simulated_agreement": p.get("real_vs_simulated_agreement"),
                 "pooling": r["config"].get("pooling"), "preset": r["config"].get("preset"),
             })

@@ -1,0 +1,85 @@
+"""Issue 2's speed figures, measured in one process (a benchmark that prints, not a timed test):
+
+(a) the cost of tracing the evaluation split once and replaying a 20-threshold sweep, relative to one plain
+    full-model evaluation pass over the same split (goal ≤ 1.1×);
+(b) PABEE at its ≤1% operating point (chosen on held-out train): measured speed-up at batch 1 ÷ layer speed-up
+    (goal ≥ 0.9 on CPU);
+(c) the same batched at 32 (goal ≥ 0.8).
+
+    python benchmarks/harness_speed.py --task mrpc --data-dir ../shared/data/glue
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from cee_bench.curve import choose_operating_points, evaluate_rule, per_layer_scores, sweep
+from cee_bench.data import encode, load_splits
+from cee_bench.exits import EntropyBelow
+from cee_bench.method import get_method
+from cee_bench.multiexit import load_backbone
+from cee_bench.progress import Progress
+from cee_bench.runner import build_model, resolve_stages, RunOptions
+from cee_bench.runtime import measure_latency
+from cee_bench.tasks import get_task
+from cee_bench.trace import compute_trace
+from cee_bench.training import FitContext
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", default="mrpc")
+    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data/glue"))
+    parser.add_argument("--max-train-samples", type=int, default=2000)
+    parser.add_argument("--epochs", type=float, default=2)
+    parser.add_argument("--latency-examples", type=int, default=200)
+    args = parser.parse_args()
+
+    task, method = get_task(args.task), get_method("pabee")
+    opts = RunOptions(task=args.task, methods="pabee", epochs=args.epochs)
+    opts.validate()
+    splits = load_splits(task, args.data_dir, max_train=args.max_train_samples)
+    encoder, tokenizer, _ = load_backbone(None)
+    data = {name: encode(tokenizer, getattr(splits, name), 128) for name in ("train", "heldout", "dev")}
+    model = build_model(method, encoder, task, "mean", 42)
+    method.fit(FitContext(model, data["train"], data["heldout"], resolve_stages(method, opts), seed=42, device="cpu",
+                          progress=Progress(), eval_batch_size=32))
+    model.eval()
+
+    # (a) one plain evaluation pass vs trace + 20-threshold sweep
+    with torch.no_grad():
+        started = time.perf_counter()
+        for batch in data["dev"].batches(32):
+            model.full_forward(batch)
+        plain = time.perf_counter() - started
+    started = time.perf_counter()
+    trace = compute_trace(model, data["dev"], split="dev", batch_size=32)
+    traced = time.perf_counter() - started
+    grid = [i * 0.7 / 19 for i in range(20)]
+    started = time.perf_counter()
+    sweep(grid, lambda s: (trace, EntropyBelow(s)), task)
+    swept = time.perf_counter() - started
+    print(f"(a) plain eval pass {plain:.2f}s; trace {traced:.2f}s + 20-threshold sweep {swept:.3f}s "
+          f"= {(traced + swept) / plain:.2f}x one pass (goal <= 1.1x)")
+
+    # (b), (c) PABEE at its <=1% operating point
+    held = compute_trace(model, data["heldout"], split="heldout", batch_size=32)
+    curve = sweep(method.grid(model.num_layers), lambda t: (held, method.rule(model, t)), task)
+    choice = choose_operating_points(curve, per_layer_scores(held, task)[-1])["le1_loss"]
+    rule = method.rule(model, choice["threshold"])
+    point, _ = evaluate_rule(trace, rule, task)
+    print(f"PABEE <=1% loss: patience {choice['threshold']}, dev {task.main_metric} {point['score']:.4f}, "
+          f"saved layers {point['saved_layers']:.1%} (simulated on the whole dev split)")
+    for label, batch_size, goal in (("(b)", 1, 0.9), ("(c)", 32, 0.8)):
+        lat = measure_latency(model, rule, data["dev"], batch_size=batch_size, max_examples=args.latency_examples)
+        print(f"{label} batch {batch_size}: measured speed-up {lat['speedup_wall']:.2f}x, layer speed-up "
+              f"{model.num_layers / lat['mean_exit_layer']:.2f}x on the {lat['examples']} timed examples, "
+              f"realised fraction {lat['realised_fraction']:.2f} (goal >= {goal})")
+
+
+if __name__ == "__main__":
+    main()
