@@ -114,7 +114,10 @@ def read_glue_tsv(task: Task, path: Path) -> list[Example]:
 def _load_hub(task: Task) -> tuple[list[Example], list[Example]]:
     try:
         import datasets
+        from huggingface_hub.utils import logging as hub_logging
 
+        hub_logging.set_verbosity_error()  # the one line below says it; the hub's retry warnings would repeat it
+        datasets.utils.logging.set_verbosity_error()
         ds = datasets.load_dataset(HUB_DATASET, task.hub_config)
     except Exception as exc:  # any hub/network failure is the user's to fix (offline, no --data-dir)
         raise UserError(f"cannot load {HUB_DATASET}/{task.hub_config} from the hub ({type(exc).__name__}); "

@@ -51,9 +51,11 @@ def resolve_model(model: str | None) -> tuple[str, str]:
 def load_backbone(model: str | None, *, trust_remote_code: bool = False) -> tuple[nn.Module, Any, str]:
     """(encoder, tokenizer, backbone name), loading safetensors where they exist and never running remote code
     unless the user asked for it."""
+    from huggingface_hub.utils import logging as hub_logging
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
+    hub_logging.set_verbosity_error()  # offline retries would print warnings before our one-line error
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     source, name = resolve_model(model)
