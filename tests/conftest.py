@@ -33,6 +33,9 @@ def tokenizer():
     return AutoTokenizer.from_pretrained(resolve_model(None)[0])
 
 
-def require_glue() -> None:
+@pytest.fixture(scope="session")
+def glue() -> Path:
+    """The real GLUE files in ../shared/data/glue (the test is skipped where they are absent)."""
     if not GLUE.is_dir():
         pytest.skip(f"GLUE data not found at {GLUE}")
+    return GLUE

@@ -13,8 +13,6 @@ import pytest
 
 from cee_bench import cli
 
-from conftest import GLUE, require_glue
-
 
 def invoke(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
     monkeypatch.setattr(sys, "argv", ["cee-bench", *args])
@@ -42,13 +40,13 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     (["--task", "rte", "--methods", "pabee", "--grid", "-1"], "patience must be a whole number"),
     (["--task", "rte", "--methods", "pabee", "--grid", "x"], "--grid: 'x' is not a number"),
 ])
-def test_bad_input_is_one_line_exit_2_and_writes_nothing(monkeypatch, capsys, tmp_path, args, message):
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(monkeypatch, capsys, tmp_path, glue, args, message):
     out_dir = tmp_path / "results"
     (out_dir / "rte").mkdir(parents=True)
     keep = out_dir / "rte" / "pabee__seed42.json"
     keep.write_text('{"task": "rte", "method": "pabee"}')
     before = snapshot(out_dir)
-    data = [] if "--data-dir" in args else ["--data-dir", str(GLUE)]
+    data = [] if "--data-dir" in args else ["--data-dir", str(glue)]
     preset = [] if "--preset" in args else ["--preset", "smoke"]
     code, _, err = invoke(monkeypatch, capsys, "run", *args, *data, *preset, "--output-dir", str(out_dir))
     assert code == 2
@@ -57,13 +55,12 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(monkeypatch, capsys, tm
     assert snapshot(out_dir) == before
 
 
-def test_unreadable_model_folder(monkeypatch, capsys, tmp_path):
+def test_unreadable_model_folder(monkeypatch, capsys, tmp_path, glue):
     folder = tmp_path / "model"
     folder.mkdir()
     (folder / "config.json").write_text("{not json")
-    require_glue()
     code, _, err = invoke(monkeypatch, capsys, "run", "--task", "rte", "--model", str(folder), "--data-dir",
-                          str(GLUE), "--output-dir", str(tmp_path / "out"), "--preset", "smoke")
+                          str(glue), "--output-dir", str(tmp_path / "out"), "--preset", "smoke")
     assert code == 2 and "cannot load model" in err and not (tmp_path / "out").exists()
 
 
@@ -76,12 +73,11 @@ def test_report_on_a_corrupt_or_missing_results_folder(monkeypatch, capsys, tmp_
     assert code == 2 and "cannot read results file" in err
 
 
-def test_smoke_run_report_and_resume(monkeypatch, capsys, tmp_path):
+def test_smoke_run_report_and_resume(monkeypatch, capsys, tmp_path, glue):
     """`run` end to end on real RTE with the packaged encoder, then `report` in every format, then a resumed run."""
-    require_glue()
     out_dir = tmp_path / "results"
     code, _, err = invoke(monkeypatch, capsys, "run", "--task", "rte", "--methods", "full,pabee", "--preset", "smoke",
-                          "--data-dir", str(GLUE), "--output-dir", str(out_dir), "--quiet")
+                          "--data-dir", str(glue), "--output-dir", str(out_dir), "--quiet")
     assert code == 0, err
     record = json.loads((out_dir / "rte" / "pabee__seed42.json").read_text())
     assert record["config"]["pooling"] == "mean" and record["eval_split"] == "dev"
@@ -106,5 +102,5 @@ def test_smoke_run_report_and_resume(monkeypatch, capsys, tmp_path):
 
     before = snapshot(out_dir)
     code, _, err = invoke(monkeypatch, capsys, "run", "--task", "rte", "--methods", "pabee", "--preset", "smoke",
-                          "--data-dir", str(GLUE), "--output-dir", str(out_dir), "--quiet")
+                          "--data-dir", str(glue), "--output-dir", str(out_dir), "--quiet")
     assert code == 0 and snapshot(out_dir) == before  # finished results are kept, not recomputed

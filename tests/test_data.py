@@ -10,21 +10,17 @@ from cee_bench.data import encode, load_splits, read_glue_tsv
 from cee_bench.errors import UserError
 from cee_bench.tasks import get_task
 
-from conftest import GLUE, require_glue
 
-
-def test_real_files_parse_with_their_quirks():
-    require_glue()
-    assert len(read_glue_tsv(get_task("rte"), GLUE / "RTE" / "train.tsv")) == 2490
-    mrpc = read_glue_tsv(get_task("mrpc"), GLUE / "MRPC" / "dev.tsv")  # starts with a UTF-8 BOM
+def test_real_files_parse_with_their_quirks(glue):
+    assert len(read_glue_tsv(get_task("rte"), glue / "RTE" / "train.tsv")) == 2490
+    mrpc = read_glue_tsv(get_task("mrpc"), glue / "MRPC" / "dev.tsv")  # starts with a UTF-8 BOM
     assert len(mrpc) == 408 and {e.label for e in mrpc} == {0, 1}
-    assert len(read_glue_tsv(get_task("sst2"), GLUE / "SST-2" / "dev.tsv")) == 872
+    assert len(read_glue_tsv(get_task("sst2"), glue / "SST-2" / "dev.tsv")) == 872
 
 
-def test_heldout_is_fixed_disjoint_and_not_dev():
-    require_glue()
-    a = load_splits(get_task("rte"), GLUE, seed=1)
-    b = load_splits(get_task("rte"), GLUE, seed=2, max_train=500)
+def test_heldout_is_fixed_disjoint_and_not_dev(glue):
+    a = load_splits(get_task("rte"), glue, seed=1)
+    b = load_splits(get_task("rte"), glue, seed=2, max_train=500)
     assert a.heldout == b.heldout  # the same held-out rows for every seed and method
     assert len(a.heldout) == 249 and len(a.train) == 2490 - 249 and len(a.dev) == 277
     held = set(map(id, a.heldout))
@@ -60,7 +56,7 @@ def test_missing_column_and_missing_file(tmp_path):
 
 
 def test_tasks_not_at_hand_load_from_a_local_glue_folder(tmp_path, tokenizer):
-    """QQP and MNLI are not in ../shared: the loader must still read their GLUE layout."""
+    """QQP and MNLI are not in ../shared: the loader must still read their glue layout."""
     qqp = tmp_path / "QQP"
     qqp.mkdir()
     header = "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n"
