@@ -17,12 +17,13 @@ from cee_bench.errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Train and measure early-exit methods (ConsistentEE and its baselines) under one harness.")
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 160)  # logs and pipes get the whole table
 
 
 @app.command()
 def run(
-    task: str = typer.Option(..., help="Task: rte, mrpc, sst2, qnli, qqp, mnli (see `cee-bench list`)."),
+    task: str = typer.Option(..., help="Task: rte, mrpc, sst2, qnli, qqp, mnli; cnndm, dolly (generation). "
+                                       "See `cee-bench list`."),
     methods: str = typer.Option("all", help="Comma-separated method names, or 'all'."),
     model: Optional[str] = typer.Option(None, help="Hub id or local path; default: the packaged all-MiniLM-L6-v2."),
     data_dir: Optional[Path] = typer.Option(None, envvar="CEE_BENCH_DATA_DIR",
@@ -90,17 +91,23 @@ def report(
     if format not in ("table", "csv", "markdown"):
         raise UserError(f"unknown format '{format}'; choose table, csv or markdown")
     records = load_results(results_dir)
-    rows = rep.tidy_rows(records)
     if not records:
         raise UserError(f"no result records under {results_dir}; run `cee-bench run` first")
+    rows, gen_rows = rep.tidy_rows(records), rep.generation_table_rows(records)
     if format == "csv":
-        sys.stdout.write(rep.to_csv(rows))
+        sys.stdout.write(rep.to_csv(rows + [{**r, "kind": "generation"} for r in gen_rows]))
     elif format == "markdown":
-        sys.stdout.write(rep.markdown(rows))
+        sections = ([rep.markdown(rows)] if rows else []) + ([rep.generation_markdown(gen_rows)] if gen_rows else [])
+        sys.stdout.write("\n".join(sections))
     else:
-        console.print(rep.rich_table(rows))
+        if rows:
+            console.print(rep.rich_table(rows))
+        if gen_rows:
+            console.print(rep.generation_rich_table(gen_rows))
     if plots is not None:
-        for path in rep.plot_curves(records, plots):
+        from cee_bench.generation.report import plot_generation
+
+        for path in [*rep.plot_curves(records, plots), *plot_generation(records, plots)]:
             console.print(f"wrote {path}")
 
 
@@ -125,7 +132,8 @@ def list_() -> None:
         methods.add_column(column)
     for name in method_names():
         m = get_method(name)
-        cells = [", ".join(f"{s}: {st.epochs:g}×{st.batch_size}@{st.lr:g}" for s, st in m.stages[p].items())
+        cells = ["\n".join(filter(None, [", ".join(f"{s}: {st.epochs:g}×{st.batch_size}@{st.lr:g}"
+                                                     for s, st in m.stages[p].items()), m.preset_notes.get(p)]))
                  for p in ("smoke", "cpu", "paper")]
         methods.add_row(name, m.threshold_name, f"{m.pooler} pooler", *cells)
     console.print(methods)
@@ -135,12 +143,26 @@ def list_() -> None:
     for p, limits in PRESET_LIMITS.items():
         presets.add_row(p, *(str(v) for v in limits.values()))
     console.print(presets)
+    from cee_bench.generation.registry import METHOD_SPECS
+    from cee_bench.generation.tasks import GENERATION_TASKS
+
+    generation = Table(title=f"Generation (tasks: {', '.join(GENERATION_TASKS)})")
+    for column in ("method", "display", "confidence measure", "exits"):
+        generation.add_column(column)
+    for spec in METHOD_SPECS.values():
+        generation.add_row(spec.name, spec.display, spec.measure or "policy P(exit) > 0.5", spec.exits)
+    console.print(generation)
+
+
+from cee_bench.bench import bench_command  # noqa: E402  (typer and rich only: --help stays instant)
+
+app.command("bench")(bench_command)
 
 
 def main() -> None:
     """Entry point: run the app, turning user errors into one line and exit code 2."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # a command's `typer.Exit(n)` comes back as n here
     except UserError as exc:
         Console(stderr=True).print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
@@ -153,3 +175,5 @@ def main() -> None:
             exc.show()
             sys.exit(2)
         raise
+    if isinstance(code, int) and code:
+        sys.exit(code)

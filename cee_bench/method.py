@@ -25,10 +25,17 @@ PRESETS = ("smoke", "cpu", "paper")
 SMOKE_STAGE = Stage(epochs=1, batch_size=16, lr=1e-4)
 CPU_STAGE = Stage(epochs=3, batch_size=16, lr=5e-5)
 
-# name → module defining a `METHOD` instance; imported lazily so `cee-bench --help` stays instant.
+# name → module defining a `METHOD` instance (or "module:NAME" for another instance in it); imported lazily so
+# `cee-bench --help` stays instant.
 METHOD_MODULES: dict[str, str] = {
     "full": "baselines.full",
     "pabee": "baselines.pabee",
+    "deebert": "baselines.deebert",
+    "berxit": "baselines.berxit",
+    "right-tool": "baselines.right_tool",
+    "pcee-bert": "baselines.pcee",
+    "consistentee": "cee_bench.consistentee",
+    "consistentee-vanilla": "cee_bench.consistentee:VANILLA",
 }
 
 
@@ -42,6 +49,8 @@ class Method:
     deviations: ClassVar[tuple[str, ...]] = ()
     # preset → stage name → hyperparameters
     stages: ClassVar[dict[str, dict[str, Stage]]]
+    # preset → one line on what the preset does for this method (shown by `cee-bench list`)
+    preset_notes: ClassVar[dict[str, str]] = {}
 
     def grid(self, num_layers: int) -> Sequence[Any]:
         """The thresholds whose curve the trace replays, most aggressive last or first as the rule dictates."""
@@ -75,7 +84,8 @@ def method_names() -> list[str]:
 def get_method(name: str) -> Method:
     if name not in METHOD_MODULES:
         raise UserError(f"unknown method '{name}'; known methods: {', '.join(METHOD_MODULES)}")
-    return importlib.import_module(METHOD_MODULES[name]).METHOD
+    module, _, attribute = METHOD_MODULES[name].partition(":")  # "module:NAME" when a module defines several
+    return getattr(importlib.import_module(module), attribute or "METHOD")
 
 
 def parse_methods(spec: str) -> list[str]:

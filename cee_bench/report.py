@@ -1,4 +1,5 @@
-"""The Table 3 mirror (Rich, CSV, Markdown) and the accuracy-vs-saved-layers curves (Figure 3) from stored records."""
+"""The Table 3 mirror (Rich, CSV, Markdown) and the accuracy-vs-saved-layers curves (Figure 3) from stored records;
+generation records add their own table and Figure 5 (rows and plot from `cee_bench.generation.report`)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,15 @@ from typing import Any
 from rich.table import Table
 
 OP_LABELS = {"no_loss": "★ no loss", "le1_loss": "≤1% loss"}
-CSV_COLUMNS = ("task", "method", "method_display", "backbone", "seed", "split", "metric", "score", "num_layers",
+CSV_COLUMNS = ("kind", "task", "method", "method_display", "backbone", "seed", "split", "metric", "score", "num_layers",
                "mean_exit_layer", "saved_layers", "layer_speedup", "operating_point", "threshold", "met_on_selection",
                "reference_score", "reference_source", "latency_ms_b1", "full_latency_ms_b1", "speedup_wall_b1",
                "speedup_wall_b32", "realised_fraction_b1", "realised_fraction_b32", "real_vs_simulated_agreement",
-               "pooling", "preset")
+               "pooling", "preset", "rouge_l", "bert_f", "mean_layers_per_token", "speedup_measured", "tokens_per_s")
+GENERATION_COLUMNS = ("task", "method", "operating_point", "threshold", "rouge_l", "bert_f", "mean_layers_per_token",
+                      "saved_layers", "speedup_measured", "tokens_per_s")
+GENERATION_HEADERS = dict(zip(GENERATION_COLUMNS, ("task", "method", "point", "threshold", "Rouge-L", "BERT-F",
+                                                   "layers/token", "saved", "speed-up", "tok/s")))
 
 
 def tidy_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -26,7 +31,7 @@ def tidy_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for op, p in r["operating_points"].items():
             lat = p.get("latency", {})
             rows.append({
-                "task": r["task"], "method": r["method"], "method_display": r["method_display"],
+                "kind": "classification", "task": r["task"], "method": r["method"], "method_display": r["method_display"],
                 "backbone": r["backbone"], "seed": r["seed"], "split": p["split"], "metric": r["metric"],
                 "score": p["score"], "num_layers": r["num_layers"], "mean_exit_layer": p["mean_exit_layer"],
                 "saved_layers": p["saved_layers"], "layer_speedup": p["layer_speedup"], "operating_point": op,
@@ -42,6 +47,37 @@ def tidy_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "pooling": r["config"].get("pooling"), "preset": r["config"].get("preset"),
             })
     return rows
+
+
+def generation_table_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Generation rows at their named operating points (the curve points stay in the CSV)."""
+    from cee_bench.generation.report import generation_rows
+
+    return generation_rows(records)
+
+
+def generation_rich_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title="Generation — quality vs measured speed-up (named operating points)")
+    for column in GENERATION_COLUMNS:
+        table.add_column(GENERATION_HEADERS[column],
+                         justify="left" if column in ("task", "method", "operating_point") else "right")
+    for row in rows:
+        if row["operating_point"] != "curve":
+            table.add_row(*(_fmt(row.get(c)) for c in GENERATION_COLUMNS))
+    return table
+
+
+def generation_markdown(rows: list[dict[str, Any]]) -> str:
+    lines = ["| " + " | ".join(GENERATION_COLUMNS) + " |", "|" + "---|" * len(GENERATION_COLUMNS)]
+    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in GENERATION_COLUMNS) + " |" for r in rows
+              if r["operating_point"] != "curve"]
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return "–" if value is None else str(value)
 
 
 def to_csv(rows: list[dict[str, Any]]) -> str:
