@@ -7,7 +7,10 @@ Follows METHODS.md §8, adapted from T5's decoder to a Llama decoder:
   ("meta"): one `Linear(H, 2)` shared by all exits on the pre-norm state, trained with everything else frozen on
   "argmax here equals the top layer's argmax" labels with class-balanced CE averaged over all exits but the last;
 - the position-decayed threshold of §8.4, code form `λ·(0.9 + 0.1·exp(−τt/N))` by default, the paper's form
-  `clip(0.9λ + 0.1·exp(−τt/N))` as an option;
+  `clip(0.9λ + 0.1·exp(−τt/N))` as an option, and no decay (`decay_form="none"`). The state measure uses no decay
+  by default, like ConsistentEE-LLM's own CALM baseline (fixed cosine threshold 0.975, §2.3): the decay lowers λ
+  by up to 10 %, below the 0.95-0.97 cosine that *any* two neighbouring layers of SmolLM2 already reach, which
+  would make every token exit at layer 2-3 whatever λ is;
 - exit when confidence ≥ λ_t; λ = 1 means "never exit" (the full model), so Learn-then-Test can fall back to it.
 Deviation: CALM fine-tunes the whole model with a weighted per-exit loss first (§8.2); here the backbone stays the
 pretrained checkpoint (frozen), as for every method in the generation track. Recorded in `method_meta`.
@@ -24,7 +27,7 @@ from torch import nn
 from cee_bench.errors import UserError
 
 CALM_MEASURES = ("softmax", "state", "meta")
-DECAY_FORMS = ("code", "paper")
+DECAY_FORMS = ("code", "paper", "none")
 
 
 def check_threshold(threshold: float) -> float:
@@ -36,6 +39,8 @@ def check_threshold(threshold: float) -> float:
 
 def decayed_threshold(threshold: float, step: int, max_steps: int, tau: float = 4.0, form: str = "code") -> float:
     """λ_t for decoding position `step` of at most `max_steps` (§8.4): strict early, relaxing towards 0.9λ."""
+    if form == "none":
+        return threshold
     decay = math.exp(-tau * step / max(max_steps, 1))
     if form == "code":
         return threshold * (0.9 + 0.1 * decay)

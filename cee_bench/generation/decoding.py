@@ -4,7 +4,8 @@ The prompt runs every layer (METHODS.md §2.3). Each later token runs layer by l
 method's rule decides whether to stop. When a token exits at layer i, every deeper layer j > i still needs a key and
 value for that position, or later tokens would attend to a hole: we run only layer j's input norm and K/V
 projections (with rotary) on the *exited* state h_i and append them to layer j's cache — CALM's state propagation
-(§8.5), which ConsistentEE-LLM's inference code also uses. The cost is two small projections per skipped layer.
+(§8.5), which ConsistentEE-LLM's inference code also uses. The cost is one K/V projection per skipped layer,
+stacked into a single matmul (`StatePropagator`).
 
 Sampling follows the paper (beam 1, top-k 40, top-p 0.75, temperature 1) with one uniform draw per token from a
 generator seeded per example, so runs of different methods on one prompt are *coupled*: where their distributions
@@ -53,7 +54,7 @@ class Decoding:
         keep = (top.cumsum(0) - top) < self.top_p  # the smallest prefix whose mass reaches top_p
         top = top * keep
         cdf = (top / top.sum()).cumsum(0)
-        u = torch.rand((), generator=generator)
+        u = torch.rand((), generator=generator).to(cdf.device)
         return int(ids[min(int(torch.searchsorted(cdf, u)), len(ids) - 1)])
 
 
@@ -81,18 +82,46 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
+class StatePropagator:
+    """All skipped layers' K/V from one exited state with a single matmul.
+
+    Layer j's K/V of state h are `k_proj(w_j ⊙ rms(h))` and `v_proj(w_j ⊙ rms(h))`; the RMS factor is the same for
+    every j, so folding each layer's norm weight into its projections gives one stacked [H, L·2·kv] matrix and
+    the K/V of every deeper layer come out of one product — instead of a norm and two projections per layer,
+    whose Python overhead is comparable to the arithmetic on a small model. Llama-style RMSNorm is assumed
+    (`weight`, `variance_epsilon`); projection biases (Qwen2) are kept."""
+
+    def __init__(self, mlm: MultiExitLM) -> None:
+        blocks, biases = [], []
+        for layer in mlm.layers:
+            attn, weight = layer.self_attn, layer.input_layernorm.weight
+            for proj in (attn.k_proj, attn.v_proj):
+                blocks.append(weight[:, None] * proj.weight.T)
+                biases.append(proj.bias if proj.bias is not None else proj.weight.new_zeros(proj.out_features))
+        self.kv_dim = blocks[0].shape[1]
+        self.head_dim = mlm.layers[0].self_attn.head_dim
+        self.weight = torch.cat(blocks, dim=1).detach()
+        self.bias = torch.cat(biases).detach()
+        self.eps = mlm.layers[0].input_layernorm.variance_epsilon
+
+    def __call__(self, hidden: torch.Tensor, exit_layer: int, num_layers: int, cache: object,
+                 position_embeddings: tuple[torch.Tensor, torch.Tensor]) -> None:
+        start = exit_layer * 2 * self.kv_dim
+        normed = hidden * torch.rsqrt(hidden.pow(2).mean(-1, keepdim=True) + self.eps)
+        kv = normed @ self.weight[:, start:] + self.bias[start:]  # [1, 1, (L-i)·2·kv]
+        kv = kv.view(num_layers - exit_layer, 2, 1, -1, 1, self.head_dim)  # [L-i, K|V, batch, heads, seq, hd]
+        cos, sin = (t.unsqueeze(1) for t in position_embeddings)
+        keys = kv[:, 0] * cos + rotate_half(kv[:, 0]) * sin
+        for offset in range(num_layers - exit_layer):
+            cache.update(keys[offset], kv[offset, 1], exit_layer + offset)
+
+
 def propagate_state(mlm: MultiExitLM, hidden: torch.Tensor, exit_layer: int, cache: object,
                     position_embeddings: tuple[torch.Tensor, torch.Tensor]) -> None:
     """Append K/V computed from the exited state `hidden` to the cache of every layer deeper than `exit_layer`."""
-    cos, sin = (t.unsqueeze(1) for t in position_embeddings)
-    for index in range(exit_layer, mlm.num_layers):
-        layer = mlm.layers[index]
-        attn = layer.self_attn
-        normed = layer.input_layernorm(hidden)
-        shape = (*normed.shape[:-1], -1, attn.head_dim)
-        key = attn.k_proj(normed).view(shape).transpose(1, 2)
-        value = attn.v_proj(normed).view(shape).transpose(1, 2)
-        cache.update(key * cos + rotate_half(key) * sin, value, index)
+    if mlm.propagator is None:
+        mlm.propagator = StatePropagator(mlm)
+    mlm.propagator(hidden, exit_layer, mlm.num_layers, cache, position_embeddings)
 
 
 def check_fits(mlm: MultiExitLM, prompt_length: int, max_new_tokens: int) -> None:

@@ -113,12 +113,14 @@ class ExitAdapters(nn.Module):
 class MultiExitLM:
     """Layer-by-layer access to a frozen HF decoder plus its exits.
 
-    `exit_layers` are 1-based and always contain the last layer; `adapters` is None for shared-head exits (CALM).
+    `exit_layers` are 1-based and always contain the last layer; `adapters` is None for shared-head exits (CALM);
+    `propagator` holds the state-copying weights, built by `decoding` on first use (the backbone is frozen).
     """
 
     lm: Any
     exit_layers: tuple[int, ...]
     adapters: ExitAdapters | None = None
+    propagator: Any = None
 
     def __post_init__(self) -> None:
         body = self.lm.model

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+torch.set_num_threads(1)  # tiny models: threads only add contention
+
 
 @pytest.fixture(scope="session")
 def tiny_lm():

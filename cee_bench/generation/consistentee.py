@@ -1,0 +1,147 @@
+"""ConsistentEE for generation (ConsistentEE-LLM, METHODS.md §2): per-token policy networks and their training.
+
+Architecture: a policy `Linear(H, 1)` + sigmoid per exit layer on the final-RMS-normed state of the token (§2.1);
+exits are the shared norm + head with low-rank residual adapters (see `model.py`; the paper uses per-layer LoRA
+heads). Training, backbone frozen, token = instance, on cached states (`training.py`):
+1. exits with the weighted CE `Σ_i i·CE_i / Σ_i i` (mode 1);
+2. the policy with the vanilla reward `r = −CE_e − α·e` (the paper uses the vanilla reward for generation):
+   the batch is tiled K = 4 times, the first copy never exits early and only serves the baseline (the group mean
+   over the K copies), the trajectory log-probability is divided by the exit layer, loss = policy loss (mode 2);
+3. the exits again, each token's CE at the policy's (greedy, π > 0.5) exit layer (mode 3).
+Inference: exit at the first exit layer with π > 0.5.
+Deviations, recorded in `method_meta`: roll-outs use the full model's cached states, so a token's state is not
+the state-copied one it sees at inference when an earlier token exited (the reference recomputes with copying);
+exits are adapters, not LoRA heads; optimiser steps and token counts are the preset's, not the paper's epochs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from cee_bench.generation.model import MultiExitLM
+from cee_bench.generation.training import TrainingStates
+
+
+class PolicyNetworks(nn.Module):
+    """One `Linear(H, 1)` per layer (stacked), giving P(exit) at that layer from the normed state."""
+
+    def __init__(self, num_layers: int, hidden: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(num_layers, hidden) / hidden ** 0.5)
+        self.bias = nn.Parameter(torch.zeros(num_layers))
+
+    def forward(self, normed: torch.Tensor, layers: torch.Tensor) -> torch.Tensor:
+        """P(exit) for normed states [E, B, H] at 1-based `layers` [E]."""
+        index = layers - 1
+        return torch.sigmoid(torch.einsum("ebh,eh->eb", normed, self.weight[index]) + self.bias[index, None])
+
+
+def _sample_batches(size: int, batch: int, steps: int, seed: int):
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        yield torch.randint(0, size, (min(batch, size),), generator=generator)
+
+
+def train_exits_weighted(mlm: MultiExitLM, data: TrainingStates, *, steps: int, lr: float, batch: int,
+                         seed: int) -> list[float]:
+    """Stage 1: adapters of every intermediate exit with `Σ_i i·CE_i / Σ_i i`; returns the loss per step."""
+    layers = [i for i in mlm.exit_layers if i < mlm.num_layers]
+    weights = torch.tensor(layers, dtype=torch.float32)
+    weights = weights / weights.sum()
+    optimiser = torch.optim.Adam(mlm.adapters.parameters(), lr=lr)
+    losses = []
+    for rows in _sample_batches(data.size, batch, steps, seed):
+        loss = sum(w * nn.functional.cross_entropy(mlm.exit_logits(data.states[i, rows], i), data.labels[rows])
+                   for w, i in zip(weights, layers))
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
+def normed_exit_states(mlm: MultiExitLM, data: TrainingStates) -> torch.Tensor:
+    """[E', N, H] final-normed states at the intermediate exit layers (the policy's input), computed once."""
+    with torch.no_grad():
+        return torch.stack([mlm.norm(data.states[i]) for i in mlm.exit_layers if i < mlm.num_layers])
+
+
+def train_policy(mlm: MultiExitLM, data: TrainingStates, ce: torch.Tensor, normed: torch.Tensor, *, alpha: float,
+                 steps: int, lr: float, batch: int, copies: int = 4, seed: int = 0) -> PolicyNetworks:
+    """Stage 2: REINFORCE with the vanilla reward on cached states.
+
+    `ce` [E, N] is every exit's CE after stage 1 (`per_exit_outputs`, last row = top layer) and `normed` the
+    policy inputs (`normed_exit_states`); both are computed once and shared by every α of a sweep."""
+    torch.manual_seed(seed)
+    policy = PolicyNetworks(mlm.num_layers, data.states.shape[-1])
+    optimiser = torch.optim.Adam(policy.parameters(), lr=lr)
+    layers = torch.tensor(mlm.exit_layers)
+    inner = layers[:-1]
+    generator = torch.Generator().manual_seed(seed + 1)
+    for rows in _sample_batches(data.size, batch, steps, seed):
+        probs = policy(normed[:, rows], inner).clamp(1e-6, 1 - 1e-6)  # [E', B]
+        actions = torch.bernoulli(probs.expand(copies, -1, -1), generator=generator)
+        actions[0] = 0  # the first copy is the full-depth roll-out
+        exit_now = torch.cat([actions, torch.ones(copies, 1, len(rows))], dim=1)  # the top layer always exits
+        exit_index = exit_now.argmax(dim=1)  # [K, B] first exit
+        steps_before = torch.arange(len(inner))[None, :, None] < exit_index[:, None, :]
+        log_continue = (torch.log1p(-probs)[None] * steps_before).sum(1)
+        took_exit = exit_index < len(inner)
+        log_exit = torch.log(probs).T[torch.arange(len(rows))[None], exit_index.clamp(max=len(inner) - 1)]
+        log_prob = log_continue + log_exit.view(copies, -1) * took_exit
+        exit_layer = layers[exit_index].float()
+        reward = -ce[exit_index, rows[None]] - alpha * exit_layer
+        advantage = reward - reward.mean(0, keepdim=True)
+        loss = -(advantage * log_prob / exit_layer)[1:].mean()
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    return policy.eval()
+
+
+@torch.no_grad()
+def policy_exit_layers(mlm: MultiExitLM, policy: PolicyNetworks, normed: torch.Tensor,
+                       threshold: float = 0.5) -> torch.Tensor:
+    """[N] greedy exit layer of every training position (first exit with π > threshold, else the top)."""
+    layers = torch.tensor(mlm.exit_layers)
+    probs = policy(normed, layers[:-1])
+    exits = torch.cat([probs > threshold, torch.ones(1, normed.shape[1], dtype=torch.bool)])
+    return layers[exits.float().argmax(0)]
+
+
+def train_exits_at_policy(mlm: MultiExitLM, data: TrainingStates, exit_layers: torch.Tensor, *, steps: int,
+                          lr: float, batch: int, seed: int) -> None:
+    """Stage 3: adapters trained on each token's CE at its policy exit layer (tokens reaching the top have no
+    trainable exit and are skipped)."""
+    early = torch.nonzero(exit_layers < mlm.num_layers).flatten()
+    if early.numel() == 0:
+        return
+    optimiser = torch.optim.Adam(mlm.adapters.parameters(), lr=lr)
+    for pick in _sample_batches(early.numel(), batch, steps, seed):
+        rows = early[pick]
+        losses = [nn.functional.cross_entropy(mlm.exit_logits(data.states[layer, rows[exit_layers[rows] == layer]],
+                                                              layer),
+                                              data.labels[rows[exit_layers[rows] == layer]], reduction="sum")
+                  for layer in exit_layers[rows].unique().tolist()]
+        loss = sum(losses) / len(rows)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+
+
+@dataclass
+class PolicyRule:
+    """ConsistentEE's inference rule (an `ExitRule`): exit when P(exit) > threshold (0.5 in the paper)."""
+
+    policy: PolicyNetworks
+    threshold: float = 0.5
+
+    def decide(self, mlm: MultiExitLM, layer: int, hidden: torch.Tensor, previous: torch.Tensor | None,
+               step: int) -> tuple[bool, float, torch.Tensor | None]:
+        index = layer - 1
+        prob = float(torch.sigmoid(mlm.norm(hidden).reshape(-1) @ self.policy.weight[index]
+                                   + self.policy.bias[index]))
+        return prob > self.threshold, prob, None

@@ -1,0 +1,97 @@
+"""Run sizes: `smoke` (seconds, CI), `cpu` (a CNN/DM subset in ~10-15 min on 2 idle cores), `paper` (the paper's
+settings: 128 new tokens as the reference evaluation, cutoff 256, K = 4 roll-outs; meant for a GPU).
+
+Which examples (cnndm, `test-250.jsonl` in file order): evaluation = the first `n_eval` articles, calibration =
+the next `n_calib`, training text = the last `n_train` (prompt + gold highlights, `cutoff` tokens each). `cpu`:
+articles 0-9 evaluated, 10-15 calibrate, 210-249 train; articles cut to 384 tokens, 40 new tokens.
+
+Threshold grids run from the most conservative to the most aggressive, the order Learn-then-Test walks them.
+State-saturation thresholds sit near 1 because consecutive layers of a residual stream are very similar
+(SmolLM2: median cosine 0.95-0.97 between neighbouring layers).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from cee_bench.errors import UserError
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Every size and hyperparameter of a generation run (stored whole in each record's `config`)."""
+
+    name: str
+    n_eval: int
+    n_calib: int
+    n_train: int  # training records (prompt + response)
+    train_tokens: int  # training positions kept (token = instance)
+    cutoff: int  # tokens per training sequence (ConsistentEE-LLM: 256)
+    max_new_tokens: int
+    max_prompt_tokens: int  # CNN/DM articles are cut to fit this; other prompts must fit the context
+    exit_stride: int = 1  # 1 = an exit after every layer (the paper)
+    greedy: bool = False  # False = the paper's sampling: top-k 40, top-p 0.75, temperature 1
+    paired_timing: bool = True  # re-time the full model next to every candidate (robust to drifting load)
+    thresholds: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    alphas: tuple[float, ...] = ()
+    delta: float = 0.3
+    epsilon: float = 0.2
+    tau: float = 4.0
+    decay: dict[str, str] = field(default_factory=lambda: {"softmax": "code", "meta": "code", "state": "none"})
+    adapter_rank: int = 16
+    exit_steps: int = 40
+    exit_batch: int = 32
+    exit_lr: float = 3e-3
+    policy_steps: int = 300
+    policy_batch: int = 256
+    policy_lr: float = 3e-3
+    policy_copies: int = 4
+    stage3_steps: int = 20
+    stage3_lr: float = 1e-3
+    meta_steps: int = 300
+    meta_lr: float = 1e-3
+
+
+_GRIDS = {"state": (0.999, 0.995, 0.99, 0.985, 0.98), "softmax": (0.9, 0.7, 0.5, 0.3),
+          "meta": (0.9, 0.7, 0.5, 0.3)}
+
+PRESETS: dict[str, Preset] = {
+    "smoke": Preset("smoke", n_eval=2, n_calib=2, n_train=4, train_tokens=128, cutoff=64, max_new_tokens=8,
+                    max_prompt_tokens=192, thresholds={k: v[1:3] for k, v in _GRIDS.items()}, alphas=(0.05,),
+                    exit_steps=3, policy_steps=20, stage3_steps=3, meta_steps=20, delta=0.5, epsilon=0.5),
+    "cpu": Preset("cpu", n_eval=10, n_calib=6, n_train=40, train_tokens=1536, cutoff=256, max_new_tokens=40,
+                  max_prompt_tokens=384, thresholds=_GRIDS, alphas=(0.02, 0.05, 0.1, 0.2), delta=0.5,
+                  epsilon=0.2),
+    "paper": Preset("paper", n_eval=100, n_calib=100, n_train=2000, train_tokens=200_000, cutoff=256,
+                    max_new_tokens=128, max_prompt_tokens=1024, thresholds=_GRIDS,
+                    alphas=(0.01, 0.02, 0.05, 0.1, 0.2), delta=0.2, epsilon=0.05, exit_steps=2000,
+                    exit_batch=64, policy_steps=3000, stage3_steps=1000, meta_steps=3000),
+}
+
+
+def make_preset(name: str, *, max_eval_samples: int | None, max_train_samples: int | None,
+                thresholds: list[float] | None, delta: float | None, epsilon: float | None,
+                greedy: bool) -> Preset:
+    """The named preset with the user's overrides, validated (one clear line for each mistake)."""
+    from baselines.calm import check_threshold
+    from cee_bench.generation.ltt import check_delta_epsilon
+
+    if name not in PRESETS:
+        raise UserError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+    preset = PRESETS[name]
+    for flag, value in (("max-eval-samples", max_eval_samples), ("max-train-samples", max_train_samples)):
+        if value is not None and value < 1:
+            raise UserError(f"--{flag} must be ≥ 1, got {value}")
+    changes: dict = {"greedy": preset.greedy or greedy}
+    if max_eval_samples is not None:
+        changes["n_eval"] = min(preset.n_eval, max_eval_samples)
+    if max_train_samples is not None:
+        changes["n_train"] = min(preset.n_train, max_train_samples)
+    if thresholds is not None:
+        grid = tuple(sorted((check_threshold(t) for t in thresholds), reverse=True))
+        changes["thresholds"] = {measure: grid for measure in _GRIDS}
+    if delta is not None or epsilon is not None:
+        changes["delta"] = preset.delta if delta is None else delta
+        changes["epsilon"] = preset.epsilon if epsilon is None else epsilon
+        check_delta_epsilon(changes["delta"], changes["epsilon"])
+    return replace(preset, **changes)
