@@ -61,6 +61,11 @@ class Method:
         an out-of-domain threshold is a `UserError` raised before anything is written."""
         raise NotImplementedError
 
+    def with_grid(self, stages: dict[str, Stage], grid: list[Any]) -> dict[str, Stage]:
+        """Stages for a `--grid` given on the command line. Most methods replay their grid over one model, so the
+        stages stay as they are; a method that trains one model per grid value puts the grid into its stages."""
+        return stages
+
     def build_extras(self, model: MultiExitModel) -> nn.ModuleDict | None:
         """Extra modules beside the exit heads (policy networks, LTE, temperatures); none by default."""
         return None

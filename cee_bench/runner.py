@@ -96,6 +96,7 @@ def run(opts: RunOptions) -> list[Path]:
             raise UserError("--grid replaces one method's threshold grid: give exactly one method with it")
         for value in opts.grid:
             methods[0].rule(None, value)
+        stages[methods[0].name] = methods[0].with_grid(stages[methods[0].name], opts.grid)
     progress = Progress(quiet=opts.quiet)
     splits = load_splits(task, opts.data_dir, max_train=opts.limits["max_train_samples"],
                          max_eval=opts.limits["max_eval_samples"], seed=opts.seed)
