@@ -41,7 +41,7 @@ class EntropyBelow:
     threshold: float
 
     def __post_init__(self) -> None:
-        if self.threshold < 0:
+        if not self.threshold >= 0:  # written so that NaN is refused too
             raise UserError(f"entropy threshold must be >= 0, got {self.threshold}")
 
     def start(self, n: int, device: torch.device) -> State:
@@ -82,8 +82,8 @@ class ConsecutiveConfident:
     def __post_init__(self) -> None:
         if not 0 <= self.threshold <= 1:
             raise UserError(f"normalised-entropy threshold must be in [0, 1], got {self.threshold}")
-        if self.patience < 1:
-            raise UserError(f"PCEE patience must be >= 1, got {self.patience}")
+        if not self.patience >= 1 or int(self.patience) != self.patience:
+            raise UserError(f"PCEE patience must be a whole number >= 1, got {self.patience}")
 
     def start(self, n: int, device: torch.device) -> State:
         return {"count": torch.zeros(n, dtype=torch.long, device=device)}
@@ -105,7 +105,7 @@ class MaxProbAtLeast:
     def __post_init__(self) -> None:
         if not 0 <= self.threshold <= 1:
             raise UserError(f"probability threshold must be in [0, 1], got {self.threshold}")
-        if any(t <= 0 for t in self.temperatures):
+        if not all(0 < t < math.inf for t in self.temperatures):
             raise UserError(f"temperatures must be positive, got {list(self.temperatures)}")
 
     def start(self, n: int, device: torch.device) -> State:
@@ -119,10 +119,14 @@ class MaxProbAtLeast:
 
 @dataclass(frozen=True)
 class ScoreBelow:
-    """BERxiT: exit when a per-layer score (the LTE output u_i) is below τ."""
+    """BERxiT: exit when a per-layer score (the LTE output u_i, a sigmoid) is below τ ∈ [0, 1]."""
 
     key: str
     threshold: float
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.threshold <= 1:
+            raise UserError(f"score threshold must be in [0, 1], got {self.threshold}")
 
     def start(self, n: int, device: torch.device) -> State:
         return {}

@@ -26,7 +26,8 @@ def test_fitted_temperature_lowers_nll_and_ece(scale: float, direction: str) -> 
     t = fit_temperature(logits, labels)
     before = (nll(logits, labels), ece(logits, labels))
     after = (nll(logits, labels, t), ece(logits, labels, t))
-    print(f"\n{direction}confident: T={t:.3f}  NLL {before[0]:.4f} -> {after[0]:.4f}  ECE {before[1]:.4f} -> {after[1]:.4f}")
+    print(f"\n{direction}confident: T={t:.3f}  NLL {before[0]:.4f} -> {after[0]:.4f}  "
+          f"ECE {before[1]:.4f} -> {after[1]:.4f}")
     assert (t > 1) if direction == "over" else (t < 1)
     assert after[0] < before[0]
     assert after[1] < before[1]
