@@ -27,9 +27,8 @@ trained model per α (the paper's Figure 3/4 way); `fit` returns {α: model}.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence
 
 import torch
@@ -349,7 +348,7 @@ class ConsistentEE(Method):
 
     def with_grid(self, stages: dict[str, Stage], grid: list[Any]) -> dict[str, Stage]:
         """`--grid` is the α grid: one policy (and refinement) per value."""
-        return {**stages, "policy": dataclasses.replace(stages["policy"], alphas=tuple(float(a) for a in grid))}
+        return {**stages, "policy": replace(stages["policy"], alphas=tuple(float(a) for a in grid))}
 
     def rule(self, model: MultiExitModel | None, threshold: Any) -> ExitRule:
         check_alpha(threshold)
