@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import torch
@@ -39,3 +41,21 @@ def glue() -> Path:
     if not GLUE.is_dir():
         pytest.skip(f"GLUE data not found at {GLUE}")
     return GLUE
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys) -> Callable[..., tuple[int, str, str]]:
+    """Run `cee-bench ARGS...` in-process: (exit code, stdout, stderr)."""
+    from cee_bench import cli as cli_module
+
+    def invoke(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["cee-bench", *args])
+        try:
+            cli_module.main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code or 0
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return invoke

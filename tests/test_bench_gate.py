@@ -8,27 +8,15 @@ test-only `cee_bench.runtime.layer_hook` they set is the one the suite runs with
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from cee_bench import bench, cli, runtime
+from cee_bench import bench, runtime
 
 SUBSET = "early_exit and pabee and b1"
 SLOWDOWN_S = 0.01  # per computed layer: several times a layer's own cost on this model
-
-
-def invoke(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["cee-bench", "bench", *args])
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def verdicts(rows: list[bench.Row]) -> dict[str, str]:
@@ -63,20 +51,20 @@ def test_unchanged_code_passes_the_gate(measured):
 
 
 @pytest.mark.parametrize("run, code", [("unchanged", 0), ("slowed", 1)])
-def test_the_command_exits_1_on_a_regression_only(monkeypatch, capsys, measured, run, code):
+def test_the_command_exits_1_on_a_regression_only(monkeypatch, measured, run, code, cli):
     monkeypatch.setattr(bench, "run_suite", lambda device: measured[run])
-    got, out, _ = invoke(monkeypatch, capsys, "--baseline", str(measured["path"]))
+    got, out, _ = cli("bench", "--baseline", str(measured["path"]))
     assert got == code
     assert ("regression(s) past 50%" in out) == (code == 1) and "early_exit[pabee-b1]" in out
 
 
-def test_save_writes_a_baseline_the_gate_accepts(monkeypatch, capsys, tmp_path, measured):
+def test_save_writes_a_baseline_the_gate_accepts(monkeypatch, tmp_path, measured, cli):
     path = tmp_path / "new" / "baseline.json"
     monkeypatch.setattr(bench, "run_suite", lambda device: measured["unchanged"])
-    assert invoke(monkeypatch, capsys, "--save", "--baseline", str(path))[0] == 0
+    assert cli("bench", "--save", "--baseline", str(path))[0] == 0
     saved = bench.load_baseline(path, "cpu")
     assert saved.backbone == bench.BACKBONE and set(saved.benchmarks) == {"early_exit[pabee-b1]"}
-    assert invoke(monkeypatch, capsys, "--baseline", str(path))[0] == 0
+    assert cli("bench", "--baseline", str(path))[0] == 0
 
 
 def test_compare_marks_new_missing_and_faster_benchmarks():
@@ -107,16 +95,16 @@ def write_baseline(path: Path, **changes: object) -> Path:
     (lambda p: write_baseline(p, backbone="bert-base-uncased"), "recorded on backbone 'bert-base-uncased'"),
     (lambda p: write_baseline(p, device="cuda"), "recorded on cuda, but this run is on cpu"),
 ])
-def test_bad_baseline_is_one_line_exit_2_before_any_timing(monkeypatch, capsys, tmp_path, setup, message):
+def test_bad_baseline_is_one_line_exit_2_before_any_timing(monkeypatch, tmp_path, setup, message, cli):
     monkeypatch.setattr(bench, "run_suite", lambda device: pytest.fail("the suite ran on a bad baseline"))
     path = setup(tmp_path / "baseline.json")
-    code, _, err = invoke(monkeypatch, capsys, "--baseline", str(path))
+    code, _, err = cli("bench", "--baseline", str(path))
     assert code == 2 and message in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
 
 
-def test_missing_baseline_says_how_to_create_it(monkeypatch, capsys, tmp_path):
-    code, _, err = invoke(monkeypatch, capsys, "--baseline", str(tmp_path / "none.json"))
+def test_missing_baseline_says_how_to_create_it(tmp_path, cli):
+    code, _, err = cli("bench", "--baseline", str(tmp_path / "none.json"))
     assert code == 2 and "create one with `cee-bench bench --save`" in err
 
 
@@ -128,9 +116,9 @@ def test_missing_baseline_says_how_to_create_it(monkeypatch, capsys, tmp_path):
     (["--threshold", "inf%"], "--threshold must be a positive percentage"),
     (["--device", "tpu"], "unknown device 'tpu'"),
 ])
-def test_bad_flag_is_one_line_exit_2(monkeypatch, capsys, tmp_path, args, message):
+def test_bad_flag_is_one_line_exit_2(monkeypatch, tmp_path, args, message, cli):
     monkeypatch.setattr(bench, "run_suite", lambda device: pytest.fail("the suite ran on a bad flag"))
-    code, _, err = invoke(monkeypatch, capsys, *args, "--baseline", str(write_baseline(tmp_path / "b.json")))
+    code, _, err = cli("bench", *args, "--baseline", str(write_baseline(tmp_path / "b.json")))
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
 
 

@@ -6,23 +6,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-from cee_bench import cli
-
-
-def invoke(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["cee-bench", *args])
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -40,7 +27,7 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     (["--task", "rte", "--methods", "pabee", "--grid", "-1"], "patience must be a whole number"),
     (["--task", "rte", "--methods", "pabee", "--grid", "x"], "--grid: 'x' is not a number"),
 ])
-def test_bad_input_is_one_line_exit_2_and_writes_nothing(monkeypatch, capsys, tmp_path, glue, args, message):
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, glue, args, message, cli):
     out_dir = tmp_path / "results"
     (out_dir / "rte").mkdir(parents=True)
     keep = out_dir / "rte" / "pabee__seed42.json"
@@ -48,35 +35,35 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(monkeypatch, capsys, tm
     before = snapshot(out_dir)
     data = [] if "--data-dir" in args else ["--data-dir", str(glue)]
     preset = [] if "--preset" in args else ["--preset", "smoke"]
-    code, _, err = invoke(monkeypatch, capsys, "run", *args, *data, *preset, "--output-dir", str(out_dir))
+    code, _, err = cli("run", *args, *data, *preset, "--output-dir", str(out_dir))
     assert code == 2
     assert message in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
     assert snapshot(out_dir) == before
 
 
-def test_unreadable_model_folder(monkeypatch, capsys, tmp_path, glue):
+def test_unreadable_model_folder(tmp_path, glue, cli):
     folder = tmp_path / "model"
     folder.mkdir()
     (folder / "config.json").write_text("{not json")
-    code, _, err = invoke(monkeypatch, capsys, "run", "--task", "rte", "--model", str(folder), "--data-dir",
+    code, _, err = cli("run", "--task", "rte", "--model", str(folder), "--data-dir",
                           str(glue), "--output-dir", str(tmp_path / "out"), "--preset", "smoke")
     assert code == 2 and "cannot load model" in err and not (tmp_path / "out").exists()
 
 
-def test_report_on_a_corrupt_or_missing_results_folder(monkeypatch, capsys, tmp_path):
-    code, _, err = invoke(monkeypatch, capsys, "report", "--results-dir", str(tmp_path / "none"))
+def test_report_on_a_corrupt_or_missing_results_folder(tmp_path, cli):
+    code, _, err = cli("report", "--results-dir", str(tmp_path / "none"))
     assert code == 2 and "results folder not found" in err
     (tmp_path / "r" / "rte").mkdir(parents=True)
     (tmp_path / "r" / "rte" / "x.json").write_text("{")
-    code, _, err = invoke(monkeypatch, capsys, "report", "--results-dir", str(tmp_path / "r"))
+    code, _, err = cli("report", "--results-dir", str(tmp_path / "r"))
     assert code == 2 and "cannot read results file" in err
 
 
-def test_smoke_run_report_and_resume(monkeypatch, capsys, tmp_path, glue):
+def test_smoke_run_report_and_resume(tmp_path, glue, cli):
     """`run` end to end on real RTE with the packaged encoder, then `report` in every format, then a resumed run."""
     out_dir = tmp_path / "results"
-    code, _, err = invoke(monkeypatch, capsys, "run", "--task", "rte", "--methods", "full,pabee", "--preset", "smoke",
+    code, _, err = cli("run", "--task", "rte", "--methods", "full,pabee", "--preset", "smoke",
                           "--data-dir", str(glue), "--output-dir", str(out_dir), "--quiet")
     assert code == 0, err
     record = json.loads((out_dir / "rte" / "pabee__seed42.json").read_text())
@@ -89,7 +76,7 @@ def test_smoke_run_report_and_resume(monkeypatch, capsys, tmp_path, glue):
         assert len(record["per_example"]["no_loss"]["exit_layers"]) == record["data"]["dev"]
     assert record["environment"]["packages"]["torch"]
 
-    code, out, _ = invoke(monkeypatch, capsys, "report", "--results-dir", str(out_dir), "--format", "csv",
+    code, out, _ = cli("report", "--results-dir", str(out_dir), "--format", "csv",
                           "--plots", str(tmp_path / "plots"))
     assert code == 0
     rows = list(csv.DictReader(io.StringIO(out.split("wrote")[0])))
@@ -97,10 +84,10 @@ def test_smoke_run_report_and_resume(monkeypatch, capsys, tmp_path, glue):
               "saved_layers", "operating_point", "latency_ms_b1", "speedup_wall_b1"}
     assert needed <= set(rows[0]) and {r["method"] for r in rows} == {"full", "pabee"}
     assert (tmp_path / "plots" / "curve_rte.png").stat().st_size > 1000
-    code, out, _ = invoke(monkeypatch, capsys, "report", "--results-dir", str(out_dir), "--format", "markdown")
+    code, out, _ = cli("report", "--results-dir", str(out_dir), "--format", "markdown")
     assert code == 0 and "| Method |" in out and "PABEE (★ no loss)" in out
 
     before = snapshot(out_dir)
-    code, _, err = invoke(monkeypatch, capsys, "run", "--task", "rte", "--methods", "pabee", "--preset", "smoke",
+    code, _, err = cli("run", "--task", "rte", "--methods", "pabee", "--preset", "smoke",
                           "--data-dir", str(glue), "--output-dir", str(out_dir), "--quiet")
     assert code == 0 and snapshot(out_dir) == before  # finished results are kept, not recomputed
