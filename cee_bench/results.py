@@ -37,6 +37,7 @@ def save_result(output_dir: Path, record: dict[str, Any]) -> Path:
             json.dump(record, handle, indent=1, default=_jsonable)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would make shared results unreadable to others
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
