@@ -6,7 +6,7 @@
     (goal ≥ 0.9 on CPU);
 (c) the same batched at 32 (goal ≥ 0.8).
 
-    python benchmarks/harness_speed.py --task mrpc --data-dir ../shared/data/glue
+    python benchmarks/harness_speed.py --task sst2 --data-dir ../shared/data/glue
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ from cee_bench.training import FitContext
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task", default="mrpc")
+    parser.add_argument("--task", default="sst2")
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/data/glue"))
-    parser.add_argument("--max-train-samples", type=int, default=2000)
+    parser.add_argument("--max-train-samples", type=int, default=1000)
     parser.add_argument("--epochs", type=float, default=2)
     parser.add_argument("--latency-examples", type=int, default=200)
     args = parser.parse_args()

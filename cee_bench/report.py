@@ -90,8 +90,11 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
 
 def _cells(rows: list[dict[str, Any]], tasks: list[str], op: str) -> dict[str, dict[str, dict[str, Any]]]:
     """method label → task → row, for one operating point (the full model's single row serves both)."""
+    from cee_bench.method import method_names
+
+    order = {name: i for i, name in enumerate(method_names())}  # the full model first, then registry order
     table: dict[str, dict[str, dict[str, Any]]] = {}
-    for row in rows:
+    for row in sorted(rows, key=lambda r: order.get(r["method"], len(order))):
         if row["operating_point"] != op and row["method"] != "full":
             continue
         if row["method"] == "full" and row["operating_point"] != "no_loss":
