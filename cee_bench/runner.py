@@ -8,6 +8,7 @@ unless `force` is set, so an interrupted run resumes where it stopped.
 from __future__ import annotations
 
 import copy
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ from cee_bench.errors import UserError
 from cee_bench.method import PRESETS, Method, get_method, parse_methods
 from cee_bench.multiexit import POOLINGS, MultiExitModel, load_backbone
 from cee_bench.progress import Progress
-from cee_bench.results import environment, load_results, result_path, save_result
+from cee_bench.results import environment, result_path, save_result
 from cee_bench.runtime import measure_latency, predict
 from cee_bench.tasks import Task, get_task
 from cee_bench.trace import Trace, compute_trace
@@ -215,11 +216,14 @@ def run_method(method: Method, task: Task, encoder: torch.nn.Module, backbone: s
 
 
 def _reference(opts: RunOptions, task: Task, method: Method, heldout: Trace, dev: Trace) -> dict[str, Any]:
-    """The score the operating points must keep: the full-model row's when it exists, else this model's top layer."""
+    """The score the operating points must keep: the full-model row's when one exists for the same data, model and
+    pooling (else the comparison would mix set-ups), otherwise this model's own top layer."""
     full = result_path(opts.output_dir, task.name, "full", opts.seed)
     if method.name != "full" and full.exists():
-        record = next(r for r in load_results(opts.output_dir) if r["_path"] == str(full))
-        return {"source": "full-model record", "heldout": record["selection_curve"][0]["score"],
-                "dev": record["curve"][0]["score"]}
+        record = json.loads(full.read_text())
+        mine = {"pooling": opts.pooling, "model": opts.model or record["backbone"], **opts.limits}
+        if all(record["config"].get(key) == value for key, value in mine.items() if key != "latency_examples"):
+            return {"source": "full-model record", "heldout": record["selection_curve"][0]["score"],
+                    "dev": record["curve"][0]["score"]}
     return {"source": "own top layer", "heldout": per_layer_scores(heldout, task)[-1],
             "dev": per_layer_scores(dev, task)[-1]}

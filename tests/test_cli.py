@@ -69,6 +69,7 @@ def test_smoke_run_report_and_resume(tmp_path, glue, cli):
     record = json.loads((out_dir / "rte" / "pabee__seed42.json").read_text())
     assert record["config"]["pooling"] == "mean" and record["eval_split"] == "dev"
     assert record["select_split"] == "heldout" and record["curve_kind"] == "simulated"
+    assert record["reference"]["source"] == "full-model record"  # same data and model: the full row is the bar
     assert len(record["curve"]) == record["num_layers"] == 6
     for point in record["operating_points"].values():
         assert point["real_vs_simulated_agreement"] == 1.0
