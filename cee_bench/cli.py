@@ -83,31 +83,44 @@ def report(
     results_dir: Path = typer.Option(Path("results"), help="Folder of result records."),
     format: str = typer.Option("table", help="table, csv or markdown."),
     plots: Optional[Path] = typer.Option(None, help="Write accuracy-vs-saved-layers PNGs into this folder."),
+    filter: Optional[list[str]] = typer.Option(None, "--filter", help="Keep records with KEY=VALUE (repeatable); "
+                                               "keys: backbone, model, preset, pooling, device, max_seq_length, "
+                                               "max_train_samples, max_eval_samples, task, method, seed."),
+    bootstrap: str = typer.Option("1000", help="Paired-bootstrap resamples for the 95% intervals."),
 ) -> None:
-    """Print the Table 3 mirror of the stored results."""
+    """Print the Table 3 mirror of the stored results: seeds aggregated, 95% paired-bootstrap intervals, Δ vs the
+    full model; records with different settings in separate tables."""
     from cee_bench import report as rep
     from cee_bench.results import load_results
 
     if format not in ("table", "csv", "markdown"):
         raise UserError(f"unknown format '{format}'; choose table, csv or markdown")
+    if not bootstrap.strip().isdigit() or int(bootstrap) < 1:
+        raise UserError(f"--bootstrap must be a positive integer, got '{bootstrap}'")
     records = load_results(results_dir)
     if not records:
         raise UserError(f"no result records under {results_dir}; run `cee-bench run` first")
-    rows, gen_rows = rep.tidy_rows(records), rep.generation_table_rows(records)
+    records = rep.filter_records(records, filter or [])
+    if not records:
+        raise UserError(f"no result records under {results_dir} match --filter {' '.join(filter or [])}")
+    built, gen_rows = rep.build_report(records, int(bootstrap)), rep.generation_table_rows(records)
+    for warning in built.warnings:
+        Console(stderr=True).print(warning, markup=False, highlight=False, soft_wrap=True)
     if format == "csv":
-        sys.stdout.write(rep.to_csv(rows + [{**r, "kind": "generation"} for r in gen_rows]))
+        sys.stdout.write(rep.to_csv(built.rows + [{**r, "kind": "generation"} for r in gen_rows]))
     elif format == "markdown":
-        sections = ([rep.markdown(rows)] if rows else []) + ([rep.generation_markdown(gen_rows)] if gen_rows else [])
+        sections = ([rep.markdown(built)] if built.groups else []) + (
+            [rep.generation_markdown(gen_rows)] if gen_rows else [])
         sys.stdout.write("\n".join(sections))
     else:
-        if rows:
-            console.print(rep.rich_table(rows))
+        for table in rep.rich_tables(built):
+            console.print(table)
         if gen_rows:
             console.print(rep.generation_rich_table(gen_rows))
     if plots is not None:
         from cee_bench.generation.report import plot_generation
 
-        for path in [*rep.plot_curves(records, plots), *plot_generation(records, plots)]:
+        for path in [*rep.plot_curves(built, plots), *plot_generation(records, plots)]:
             console.print(f"wrote {path}")
 
 
