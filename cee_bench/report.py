@@ -111,7 +111,8 @@ class Group:
 def group_records(records: list[dict[str, Any]]) -> tuple[list[Group], list[str]]:
     """Split classification records into groups that never mix settings, and one warning line when there are
     several. Within one TABLE_KEYS combination, the records with the most common data limits of a task (and the
-    most common stage settings of a cell) make the first table, the others later ones."""
+    most common stage settings of a cell) make the first table, the others later ones; a table of other stage
+    settings borrows the full model of its data limits, so its cells still have their Δ."""
     by_table: dict[tuple, list[dict[str, Any]]] = {}
     for r in records:
         if r.get("kind") == "classification":
@@ -123,6 +124,10 @@ def group_records(records: list[dict[str, Any]]) -> tuple[list[Group], list[str]
         parts: dict[tuple[int, int], Group] = {}
         for r, part in zip(recs, zip(_ranks(limits), _ranks(cells))):
             parts.setdefault(part, Group(dict(zip(TABLE_KEYS, key)))).records.append(r)
+        for (lim, _), part in parts.items():  # a method's other stage settings still get the full model's Δ
+            have = {r["task"] for r in part.records if r["method"] == "full"}
+            part.records += [r for r in parts.get((lim, 0), part).records if r["method"] == "full"
+                             and r["task"] not in have and any(x["task"] == r["task"] for x in part.records)]
         groups += [parts[p] for p in sorted(parts)]
     return groups, ([_mixing_warning(groups)] if len(groups) > 1 else [])
 
@@ -449,11 +454,14 @@ def _title(group: Group, cells: list[dict[str, Any]]) -> str:
 
 def _notes(group: Group, cells: list[dict[str, Any]], common: list[str], rows: list) -> list[str]:
     resamples = sorted({c["bootstrap_resamples"] for c in cells if c["bootstrap_resamples"]})
+    judged = [c for c in cells if c["within_noise"] is not None and _shown(c)]
     counted = f"{'/'.join(map(str, resamples))} resamples" if resamples else "none computed here, see †"
     notes = [f"± = half-width of the 95% paired-bootstrap interval over the dev examples ({counted}; the same "
              "resamples for every method of a task; with several seeds each resample averages them); "
              "sd = spread over seeds. Δ vs full = score − the full model's (same seed where it exists), points; "
              "\"within noise\" = Δ's interval contains 0. The full CI bounds are in the CSV.",
+             f"within noise: {sum(bool(c['within_noise']) for c in judged)} of {len(judged)} cells shown with a Δ "
+             "interval.",
              "not reached = no threshold met the target on held-out train (the CSV keeps the best point, met=false); "
              "a ★ no loss row appears only for a method that reached it.",
              (f"Avg over {', '.join(common)} (the tasks every row has); a row with a cell not reached gets –."
@@ -578,13 +586,16 @@ def method_colour(method: str) -> Any:
     return matplotlib.colormaps["tab10"](order.get(method, len(order)) % 10)
 
 
-def _seed_curves(records: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
-    """(saved layers, score) per seed and curve point, shape (seeds, points); the seeds of a cell share a grid."""
+def _seed_curves(records: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(saved layers, score) per seed and curve point, shape (seeds, points), from least to most saving whatever the
+    grid's order (the seeds of a cell share a grid); and per point whether some seed's model there did not converge
+    (ConsistentEE trains one model per α)."""
     length = min(len(r["curve"]) for r in records)
     xs = np.array([[p["saved_layers"] for p in r["curve"][:length]] for r in records])
     ys = np.array([[p["score"] for p in r["curve"][:length]] for r in records])
-    order = np.argsort(xs.mean(0), kind="stable")  # a line from least to most saving, whatever the grid's order
-    return xs[:, order], ys[:, order]
+    open_ = np.array([[_converged(r, p.get("threshold")) is False for p in r["curve"][:length]] for r in records])
+    order = np.argsort(xs.mean(0), kind="stable")
+    return xs[:, order], ys[:, order], open_.any(0)[order]
 
 
 def plot_curves(report: Report, out_dir: Path) -> list[Path]:
@@ -604,9 +615,10 @@ def plot_curves(report: Report, out_dir: Path) -> list[Path]:
             fig, ax = plt.subplots(figsize=(8.5, 4.5))
             recs = [r for r in group.records if r["task"] == task]
             metric = recs[0]["metric"]
+            unconverged_shown = False
             for method in sorted({r["method"] for r in recs}, key=lambda m: (order.get(m, len(order)), m)):
                 mine = [r for r in recs if r["method"] == method]
-                xs, ys = _seed_curves(mine)
+                xs, ys, open_ = _seed_curves(mine)
                 colour = method_colour(method)
                 if method == "full":
                     full = next(c["score_mean"] for c in cells if c["task"] == task and c["method"] == "full")
@@ -617,10 +629,16 @@ def plot_curves(report: Report, out_dir: Path) -> list[Path]:
                        if len(mine) > 1 else {})
                 ax.errorbar(100 * xs.mean(0), 100 * ys.mean(0), fmt="o-", ms=3, lw=1, color=colour,
                             label=mine[0]["method_display"], **err)
+                if open_.any():
+                    ax.plot(100 * xs.mean(0)[open_], 100 * ys.mean(0)[open_], "x", ms=8, color="black",
+                            label="α not converged (some seed)" if not unconverged_shown else None)
+                    unconverged_shown = True
                 for c in cells:
                     if c["task"] == task and c["method"] == method and _shown(c):
-                        ax.plot(100 * c["saved_layers"], 100 * c["score_mean"],
-                                OP_MARKERS.get(c["operating_point"], "s"), ms=11, color=colour, mec="black")
+                        ax.errorbar(100 * c["saved_layers"], 100 * c["score_mean"],
+                                    xerr=100 * (c["saved_layers_sd"] or 0), yerr=100 * (c["score_sd"] or 0),
+                                    fmt=OP_MARKERS.get(c["operating_point"], "s"), ms=11, color=colour, mec="black",
+                                    capsize=3)
             handles, _ = ax.get_legend_handles_labels()
             handles += [Line2D([], [], ls="", marker=m, color="grey", mec="black", ms=9,
                                label=f"{OP_LABELS[op]} (chosen on held-out)") for op, m in OP_MARKERS.items()

@@ -158,6 +158,7 @@ def test_seeds_give_mean_sd_interval_and_paired_delta():
     assert "(within noise)" in body["PABEE (≤1% loss)"]["mrpc Δ vs full"]
     assert "within noise" not in body["DeeBERT (≤1% loss)"]["mrpc Δ vs full"]
     assert "(sd " in body["Full"]["mrpc F1"] and " ± " in body["Full"]["mrpc F1"]
+    assert "within noise: 1 of 2 cells shown with a Δ interval." in table.notes
     assert body["PABEE (≤1% loss)"]["mrpc ×b1 / ×b32"] == "1.50× / 1.80×"
     assert any("mrpc 0.93× / 1.01×" in note for note in table.notes)  # the full model's own layer-by-layer ratio
 
@@ -178,6 +179,8 @@ def test_two_configs_never_share_a_cell():
     assert all(c["seeds"] == 1 for cells in report.cells for c in cells)
     sets = [{(r["task"], r["method"], r["seed"]) for r in g.records} for g in report.groups]
     assert sets[0] == {("rte", "full", 42), ("rte", "pabee", 42), ("sst2", "pabee", 42)}
+    assert sets[1] == {("rte", "full", 42), ("rte", "pabee", 44)}  # other stages: own table, the same full model
+    assert next(c for c in report.cells[1] if c["method"] == "pabee")["delta_ci_low"] is not None
     assert [t.title for t in report.tables][-1].count("preset smoke") == 1
     assert len(rep.filter_records(records, ["preset=smoke"])) == 1
     assert len(rep.filter_records(records, ["max_seq_length=64", "task=sst2"])) == 1
@@ -200,6 +203,9 @@ def test_ltt_fallback_unconverged_alpha_and_old_records_are_labelled():
     assert body["ConsistentEE (≤1% loss)"]["rte acc"].endswith("‡")
     assert body["DeeBERT (≤1% loss)"]["rte acc"].endswith("†") and body["DeeBERT (≤1% loss)"]["rte Δ vs full"] == "+0.0†"
     assert any(note.startswith("‡ ConsistentEE") for note in table.notes)
+    cee = next(r for r in records if r["method"] == "consistentee")
+    cee["curve"][1]["threshold"] = 0.01  # the curve point of the unconverged α is marked in Figure 3
+    assert rep._seed_curves([cee])[2].tolist() == [False, True, False]
     assert any(note.startswith("† no per-example") for note in table.notes)
     deebert = next(c for c in report.cells[0] if c["method"] == "deebert")
     assert deebert["score_ci_low"] is None and deebert["interval_note"] == rep.NO_LOG
