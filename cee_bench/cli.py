@@ -83,7 +83,7 @@ def report(
     results_dir: Path = typer.Option(Path("results"), help="Folder of result records."),
     format: str = typer.Option("table", help="table, csv or markdown."),
     plots: Optional[Path] = typer.Option(None, help="Write accuracy-vs-saved-layers PNGs into this folder."),
-    filter: Optional[list[str]] = typer.Option(None, "--filter", help="Keep records with KEY=VALUE (repeatable); "
+    filters: Optional[list[str]] = typer.Option(None, "--filter", help="Keep records with KEY=VALUE (repeatable); "
                                                "keys: backbone, model, preset, pooling, device, max_seq_length, "
                                                "max_train_samples, max_eval_samples, task, method, seed."),
     bootstrap: str = typer.Option("1000", help="Paired-bootstrap resamples for the 95% intervals."),
@@ -100,9 +100,9 @@ def report(
     records = load_results(results_dir)
     if not records:
         raise UserError(f"no result records under {results_dir}; run `cee-bench run` first")
-    records = rep.filter_records(records, filter or [])
+    records = rep.filter_records(records, filters or [])
     if not records:
-        raise UserError(f"no result records under {results_dir} match --filter {' '.join(filter or [])}")
+        raise UserError(f"no result records under {results_dir} match --filter {' '.join(filters or [])}")
     built, gen_rows = rep.build_report(records, int(bootstrap)), rep.generation_table_rows(records)
     for warning in built.warnings:
         Console(stderr=True).print(warning, markup=False, highlight=False, soft_wrap=True)

@@ -223,7 +223,8 @@ def _cell(task: str, method: str, op: str, points: list[tuple[dict, dict]], boot
     fields = record_fields(first)
     row: dict[str, Any] = {
         "kind": "classification", "task": task, "method": method, "method_display": first["method_display"],
-        "operating_point": op, "label": "full depth" if method == "full" else OP_LABELS.get(op, op), **{k: fields[k] for k in (*TABLE_KEYS, *TASK_KEYS)},
+        "operating_point": op, "label": "full depth" if method == "full" else OP_LABELS.get(op, op),
+        **{k: fields[k] for k in (*TABLE_KEYS, *TASK_KEYS)},
         "split": p0.get("split"), "selected_on": p0.get("selected_on"), "metric": first["metric"],
         "num_layers": first["num_layers"], "seeds": len(points), "seed_list": ";".join(map(str, seeds)),
         "threshold": ";".join(dict.fromkeys(str(p.get("threshold")) for _, p in points)),
@@ -252,27 +253,35 @@ def _cell(task: str, method: str, op: str, points: list[tuple[dict, dict]], boot
     row["converged"] = None if all(c is None for c in converged) else all(c is not False for c in converged)
     if reference is not None and method != "full":
         row["delta_vs_full"] = float(np.mean([s - reference.score(seed) for s, seed in zip(scores, seeds)]))
+    _add_intervals(row, points, boot, ids, labels, reference)
+    return row
 
-    logs = [_per_example(r, op, ids) for r, _ in points]
+
+def _add_intervals(row: dict[str, Any], points: list[tuple[dict, dict]], boot: PairedBootstrap | None,
+                   ids: list[str] | None, labels: np.ndarray | None, reference: _Reference | None) -> None:
+    """The cell's paired-bootstrap intervals from its seeds' per-example logs (all of them, or none: an interval
+    over some seeds only would describe another mean); the full model's cell keeps its samples for the Δ of the
+    others."""
+    first = points[0][0]
+    seeds = [r.get("seed") for r, _ in points]
+    logs = [_per_example(r, row["operating_point"], ids) for r, _ in points]
     if boot is None or any(log is None for log in logs):
         row["interval_note"] = NO_LOG
-        return row
-    preds = np.stack([log[0] for log in logs])
-    samples = metric_samples(boot, first["metric"], preds, labels)
+        return
+    samples = metric_samples(boot, first["metric"], np.stack([log[0] for log in logs]), labels)
     if samples is None:
         row["interval_note"] = f"no vectorised form of {first['metric']}"
-        return row
+        return
     row["bootstrap_resamples"] = boot.resamples
     row["score_ci_low"], row["score_ci_high"] = interval(samples.mean(0))
     layers = saved_layer_samples(boot, np.stack([log[1] for log in logs]), int(first["num_layers"]))
     row["saved_layers_ci_low"], row["saved_layers_ci_high"] = interval(layers.mean(0))
-    if method == "full":
+    if row["method"] == "full":
         row["_samples"] = dict(zip(seeds, samples))
     elif reference is not None and reference.samples:
         delta = np.mean([s - reference.sample(seed) for s, seed in zip(samples, seeds)], axis=0)
         row["delta_ci_low"], row["delta_ci_high"] = interval(delta)
         row["within_noise"] = row["delta_ci_low"] <= 0.0 <= row["delta_ci_high"]
-    return row
 
 
 def _method_order() -> dict[str, int]:
