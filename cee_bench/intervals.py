@@ -7,8 +7,9 @@ difference between two methods is then taken resample by resample, and its inter
 on examples, not the much larger spread of each score alone.
 
 Every statistic here is a sum over examples of per-example quantities (correct, true/false positives, exit layers),
-so one gather per chunk of resamples gives all of them at once; chunks keep memory at `chunk × n` indices even for
-QQP's 40k dev rows, and the generator replays the same chunks on every call.
+so one matrix product of the per-example values with each chunk of resample counts gives all of them at once;
+chunks keep memory to a few million entries even for QQP's 40k dev rows, and the generator replays the same chunks
+on every call.
 """
 
 from __future__ import annotations
@@ -25,10 +26,12 @@ LEVEL = 0.95
 class PairedBootstrap:
     """The fixed resamples of one task's `n` evaluation examples (`resamples` draws with replacement)."""
 
-    def __init__(self, key: str, n: int, resamples: int = DEFAULT_RESAMPLES, chunk: int = 100) -> None:
+    def __init__(self, key: str, n: int, resamples: int = DEFAULT_RESAMPLES, chunk: int | None = None) -> None:
         if n < 1 or resamples < 1:
             raise ValueError("a bootstrap needs at least one example and one resample")
-        self.key, self.n, self.resamples, self.chunk = key, n, resamples, chunk
+        # the chunk depends on n only, so every caller of a task replays the very same draws
+        self.key, self.n, self.resamples = key, n, resamples
+        self.chunk = chunk or max(1, min(100, 2_000_000 // n))
         self.seed = zlib.crc32(f"{key}:{n}".encode())  # stable across processes, unlike hash()
 
     def indices(self) -> Iterator[np.ndarray]:
@@ -37,12 +40,22 @@ class PairedBootstrap:
         for start in range(0, self.resamples, self.chunk):
             yield rng.integers(0, self.n, size=(min(self.chunk, self.resamples - start), self.n), dtype=np.int32)
 
+    def counts(self) -> Iterator[np.ndarray]:
+        """How often each example is drawn in each resample, chunk by chunk (shape (chunk, n))."""
+        for idx in self.indices():
+            rows = idx.shape[0]
+            flat = (idx + (np.arange(rows, dtype=np.int64)[:, None] * self.n)).ravel()
+            yield np.bincount(flat, minlength=rows * self.n).reshape(rows, self.n).astype(np.float64)
+
     def sums(self, values: np.ndarray) -> np.ndarray:
-        """Per-resample sums of per-example `values` of shape (..., n): shape (..., resamples)."""
-        values = np.asarray(values, dtype=np.float64)
+        """Per-resample sums of per-example `values` of shape (..., n): shape (..., resamples). One matrix product
+        per chunk serves every row of `values` (exact: the sums are of small integers in float64)."""
+        values = np.asarray(values)
         if values.shape[-1] != self.n:
             raise ValueError(f"expected {self.n} examples, got {values.shape[-1]}")
-        return np.concatenate([values[..., idx].sum(-1) for idx in self.indices()], axis=-1)
+        flat = values.reshape(-1, self.n).astype(np.float64)
+        out = np.concatenate([flat @ counts.T for counts in self.counts()], axis=1)
+        return out.reshape(*values.shape[:-1], self.resamples)
 
 
 def _accuracy(boot: PairedBootstrap, preds: np.ndarray, labels: np.ndarray) -> np.ndarray:

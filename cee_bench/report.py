@@ -642,7 +642,7 @@ def plot_curves(report: Report, out_dir: Path) -> list[Path]:
                     ax.plot(100 * xs.mean(0)[open_], 100 * ys.mean(0)[open_], "x", ms=8, color="black",
                             label="α not converged (some seed)" if not unconverged_shown else None)
                     unconverged_shown = True
-                for c in cells:
+                for c in sorted(cells, key=lambda c: _op_order(c["operating_point"]), reverse=True):  # ★ on top
                     if c["task"] == task and c["method"] == method and _shown(c):
                         ax.errorbar(100 * c["saved_layers"], 100 * c["score_mean"],
                                     xerr=100 * (c["saved_layers_sd"] or 0), yerr=100 * (c["score_sd"] or 0),
