@@ -18,7 +18,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, ClassVar, Iterable
 
 import numpy as np
 from rich.table import Table
@@ -324,12 +324,28 @@ def summarise(group: Group, resamples: int = DEFAULT_RESAMPLES) -> list[dict[str
 
 @dataclass
 class Table3:
-    """One rendered table: title, header, body and the notes under it."""
+    """One rendered table: title, header, body and the notes under it. Each line is the row label, then four
+    columns per task (score, Δ, layers, speed-up), then the two averages."""
 
     title: str
     header: list[str]
     body: list[list[str]]
     notes: list[str]
+
+    PER_TASK: ClassVar[int] = 4
+
+    def stacked(self) -> tuple[list[str], list[list[str]]]:
+        """Header and body with each task's four columns stacked two by two (score over Δ, layers over speed-up),
+        so that three tasks fit a terminal."""
+        def pairs(line: list[str], marks: tuple[str, str]) -> list[str]:
+            cells, out = line[1:-2], []
+            for i in range(0, len(cells), self.PER_TASK):
+                score, delta, layers, speed = cells[i:i + self.PER_TASK]
+                out += ["\n".join(v for v in (score, delta != "–" and marks[0] + delta) if v and v != "–") or "–",
+                        "\n".join(v for v in (layers, speed != "–" and marks[1] + speed) if v and v != "–") or "–"]
+            return [line[0], *out, *line[-2:]]
+
+        return pairs(self.header, ("", "")), [pairs(line, ("Δ ", "×")) for line in self.body]
 
 
 def _pct(x: float) -> str:
@@ -387,7 +403,7 @@ def _layers_text(cell: dict[str, Any]) -> str:
 
 def _speed_text(cell: dict[str, Any]) -> str:
     b1, b32 = cell["speedup_wall_b1"], cell["speedup_wall_b32"]
-    return "–" if b1 is None and b32 is None else " / ".join("–" if v is None else f"{v:.2f}×" for v in (b1, b32))
+    return "–" if b1 is None and b32 is None else "/".join("–" if v is None else f"{v:.2f}" for v in (b1, b32))
 
 
 def _cells_text(cell: dict[str, Any] | None) -> list[str]:
@@ -427,8 +443,7 @@ def table3(group: Group, cells: list[dict[str, Any]]) -> Table3:
     metric = {t: next(c["metric"] for c in cells if c["task"] == t) for t in tasks}
     header = ["Method"]
     for t in tasks:
-        header += [f"{t} {METRIC_SHORT.get(metric[t], metric[t])}", f"{t} Δ vs full", f"{t} layers",
-                   f"{t} ×b1 / ×b32"]
+        header += [f"{t} {METRIC_SHORT.get(metric[t], metric[t])}", f"{t} Δ", f"{t} layers", f"{t} ×b1/b32"]
     header += ["Avg score", "Avg layers"]
     rows = _rows(cells)
     grid = {(label, t): _lookup(cells, t, method, op) for label, method, op in rows for t in tasks}
@@ -467,10 +482,10 @@ def _notes(group: Group, cells: list[dict[str, Any]], common: list[str], rows: l
     counted = f"{'/'.join(map(str, resamples))} resamples" if resamples else "none computed here, see †"
     notes = [f"± = half-width of the 95% paired-bootstrap interval over the dev examples ({counted}; the same "
              "resamples for every method of a task; with several seeds each resample averages them); "
-             "sd = spread over seeds. Δ vs full = score − the full model's (same seed where it exists), points; "
+             "sd = spread over seeds. Δ = score − the full model's (same seed where it exists), points; "
              "\"within noise\" = Δ's interval contains 0. The full CI bounds are in the CSV.",
-             f"within noise: {sum(bool(c['within_noise']) for c in judged)} of {len(judged)} cells shown with a Δ "
-             "interval.",
+             (f"within noise: {sum(bool(c['within_noise']) for c in judged)} of {len(judged)} cells shown with a Δ "
+              "interval." if judged else "within noise: no cell shown has a Δ interval."),
              "not reached = no threshold met the target on held-out train (the CSV keeps the best point, met=false); "
              "a ★ no loss row appears only for a method that reached it.",
              (f"Avg over {', '.join(common)} (the tasks every row has); a row with a cell not reached gets –."
@@ -480,8 +495,8 @@ def _notes(group: Group, cells: list[dict[str, Any]], common: list[str], rows: l
                      "depth\" = no threshold passed the test.")
     full = {c["task"]: c for c in cells if c["method"] == "full"}
     if full:
-        notes.append("speed-up = measured wall-clock, full model ÷ early exit, at batch 1 / batch 32 (ratios: ms "
-                     "swing with machine load). The full model through the same layer-by-layer path: "
+        notes.append("×b1/b32 = measured speed-up, full model's wall-clock ÷ early exit's, at batch 1 / batch 32 "
+                     "(ratios: ms swing with machine load). The full model through the same layer-by-layer path: "
                      + "; ".join(f"{t} {_speed_text(c)}" for t, c in sorted(full.items()))
                      + " (the path's own overhead).")
     if any(c["interval_note"] == NO_LOG for c in cells):
@@ -520,10 +535,11 @@ def build_report(records: list[dict[str, Any]], resamples: int = DEFAULT_RESAMPL
 def rich_tables(report: Report) -> list[Table]:
     tables = []
     for t in report.tables:
-        table = Table(title=t.title, caption="\n".join(t.notes), caption_justify="left")
-        for column in t.header:
+        table = Table(title=t.title, caption="\n".join(t.notes), caption_justify="left", show_lines=True)
+        header, body = t.stacked()
+        for column in header:
             table.add_column(column, justify="left" if column == "Method" else "right", no_wrap=column == "Method")
-        for line in t.body:
+        for line in body:
             table.add_row(*line)
         tables.append(table)
     return tables
