@@ -252,7 +252,9 @@ def reward_curves(records: list[dict[str, Any]], task: str) -> dict[str, list[di
 def reward(task: str = TASK, output_dir: Path = OUTPUT_DIR) -> None:
     """Figure 4: score and speed-up of the vanilla vs hardness-guided reward over the α grid (from run records)."""
     from cee_bench.results import load_results
+    from cee_bench.tasks import get_task
 
+    task = get_task(task).name
     out_dir = analysis_dir(output_dir, task)
     curves = reward_curves(load_results(output_dir), task)
     table = Table(title=f"Figure 4 ({task}, dev; one trained model per α)")
