@@ -1,6 +1,7 @@
 """The `cee-bench` command line: thin — parse, call the library, print.
 
-Every `UserError` becomes one line on stderr and exit code 2; nothing else is caught, so a real bug still shows its
+Every `UserError` becomes one line on stderr and exit code 2, a usage error Click's short usage message and exit code
+2, SIGINT / SIGTERM one line and exit code 130 / 143; nothing else is caught, so a real bug still shows its
 traceback.
 """
 
@@ -184,8 +185,8 @@ app.add_typer(analyze_app, name="analyze")
 
 
 def _usage_errors() -> tuple[type[BaseException], ...]:
-    """Click's exception base as the installed Typer raises it: Typer ≥ 0.22 vendors click as `typer._click`, older
-    ones use the standalone package; both are caught when both exist."""
+    """Click's exception base as the installed Typer raises it: recent Typer (0.29 here) vendors click as
+    `typer._click`, older ones use the standalone package; both are caught when both exist."""
     found: list[type[BaseException]] = []
     for module in ("typer._click.exceptions", "click.exceptions"):
         try:

@@ -80,7 +80,7 @@ class RunOptions:
                                                              "latency_examples", "seed")})
         if self.data_dir is not None:
             check_folder(self.data_dir, "data folder", must_exist=True)
-        check_output_folder(self.output_dir, self.task)
+        check_output_folder(self.output_dir, self.task.lower())  # the records' folder, as `get_task` names it
         self.limits = {k: getattr(self, k) if getattr(self, k) is not None else v
                        for k, v in PRESET_LIMITS[self.preset].items()}
 

@@ -52,8 +52,6 @@ OUT_OF_DOMAIN: dict[str, list[str]] = {
 }
 BY_TYPE = {"integer": ["-1", "0"], "float": ["nan", "inf", "-1", "0"]}
 WRONG_TYPE = {"integer": ["x", "1.5"], "float": ["x"]}
-# bench.py belongs to another branch (issue 14), which adds its own domain checks; cases that fail only for that.
-BENCH_PENDING: set[str] = set()
 
 
 def _env() -> dict[str, str]:
@@ -195,10 +193,7 @@ def _cases():
                 values += [("out of domain", [option, v]) for v in OUT_OF_DOMAIN.get(param.name, BY_TYPE.get(kind, []))]
             for label, tail in values:
                 argv = [*path, *base, *tail]
-                case_id = " ".join([*path, *tail])
-                marks = [pytest.mark.xfail(strict=False, reason="bench validation: issue 14 branch")] \
-                    if case_id in BENCH_PENDING else []
-                yield pytest.param(argv, tail, id=f"{label}: {case_id}", marks=marks)
+                yield pytest.param(argv, tail, id=f"{label}: {' '.join([*path, *tail])}")
 
 
 def test_every_option_has_an_out_of_domain_value():
