@@ -26,7 +26,7 @@ from cee_bench.errors import UserError
 if TYPE_CHECKING:  # torch is imported inside the commands, so `cee-bench --help` stays instant
     import torch
 
-analyze_app = typer.Typer(add_completion=False, no_args_is_help=True,
+analyze_app = typer.Typer(add_completion=False,
                           help="The paper's analyses: Table 1 (hardness), Figure 2 (layers), Figure 4 (reward).")
 console = Console()
 PAPER_TABLE1 = {"rte": (0.76, 0.59), "mrpc": (0.84, 0.43), "sst2": (0.66, 0.32)}
@@ -44,26 +44,27 @@ SEED = typer.Option(42, help="Random seed.")
 QUIET = typer.Option(False, "--quiet", help="No progress output.")
 
 
-def build_context(task_name: str, data_dir: Path | None, model: str | None, preset: str, epochs: float | None,
-             max_train: int | None, max_len: int | None, pooling: str, seed: int, quiet: bool):
+def build_context(task_name: str, output_dir: Path, data_dir: Path | None, model: str | None, preset: str,
+                  epochs: float | None, max_train: int | None, max_len: int | None, pooling: str, seed: int,
+                  quiet: bool):
     """(FitContext around a fresh ConsistentEE model, task): the same data, heads and stages `cee-bench run` uses."""
     from cee_bench.consistentee import METHOD
     from cee_bench.data import encode, load_splits
-    from cee_bench.multiexit import load_backbone
     from cee_bench.progress import Progress
-    from cee_bench.runner import EVAL_BATCH_SIZE, RunOptions, build_model, resolve_stages
+    from cee_bench.runner import EVAL_BATCH_SIZE, RunOptions, build_model, load_checked_backbone, resolve_stages
     from cee_bench.tasks import get_task
     from cee_bench.training import FitContext
 
     opts = RunOptions(task=task_name, methods=METHOD.name, model=model, data_dir=data_dir, preset=preset, seed=seed,
                       pooling=pooling, epochs=epochs, max_train_samples=max_train, max_seq_length=max_len,
-                      quiet=quiet)
+                      quiet=quiet, output_dir=output_dir)
     opts.validate()
     task = get_task(task_name)
+    analysis_dir(output_dir, task.name)
     stages = resolve_stages(METHOD, opts)
     splits = load_splits(task, data_dir, max_train=opts.limits["max_train_samples"],
                          max_eval=opts.limits["max_eval_samples"], seed=seed)
-    encoder, tokenizer, _ = load_backbone(model)
+    encoder, tokenizer, _ = load_checked_backbone(opts)
     length = opts.limits["max_seq_length"]
     net = build_model(METHOD, encoder, task, pooling, seed)
     ctx = FitContext(net, encode(tokenizer, splits.train, length), encode(tokenizer, splits.heldout, length), stages,
@@ -94,8 +95,15 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(spearmanr(a.numpy(), b.numpy()).statistic)
 
 
-def _write(task_dir: Path, name: str, numbers: dict[str, Any], fig) -> list[Path]:
-    out_dir = task_dir / "analysis"
+def analysis_dir(output_dir: Path, task: str) -> Path:
+    """`<output-dir>/<task>/analysis`, checked before any work so a file in its way fails at once, not after
+    training."""
+    from cee_bench.validation import check_output_folder
+
+    return check_output_folder(output_dir, task, "analysis") / task / "analysis"
+
+
+def _write(out_dir: Path, name: str, numbers: dict[str, Any], fig) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     png, data = out_dir / f"analysis_{name}.png", out_dir / f"analysis_{name}.json"
     fig.tight_layout()
@@ -125,8 +133,8 @@ def hardness(task: str = TASK, output_dir: Path = OUTPUT_DIR, data_dir: Optional
     from cee_bench.consistentee import memorized_layer, train_init
     from cee_bench.training import per_layer_ce
 
-    ctx, task_ = build_context(task, data_dir, model, preset, epochs, max_train_samples, max_seq_length, pooling,
-                         seed, quiet)
+    ctx, task_ = build_context(task, output_dir, data_dir, model, preset, epochs, max_train_samples, max_seq_length,
+                               pooling, seed, quiet)
     labels = ctx.train.labels
     correct_by_epoch: list[torch.Tensor] = []
 
@@ -161,7 +169,7 @@ def hardness(task: str = TASK, output_dir: Path = OUTPUT_DIR, data_dir: Optional
                "instances": len(labels), "epochs": len(correct_by_epoch),
                "memorized_histogram": torch.bincount(memorized, minlength=len(layers) + 1)[1:].tolist(),
                "forgetting_histogram": torch.bincount(forgets).tolist()}
-    for path in _write(output_dir / task_.name, "hardness", numbers, fig):
+    for path in _write(analysis_dir(output_dir, task_.name), "hardness", numbers, fig):
         console.print(f"wrote {path}")
 
 
@@ -195,8 +203,8 @@ def layers(task: str = TASK, output_dir: Path = OUTPUT_DIR, data_dir: Optional[P
 
     if alpha is not None:
         check_alpha(alpha)
-    ctx, task_ = build_context(task, data_dir, model, preset, epochs, max_train_samples, max_seq_length, pooling,
-                         seed, quiet)
+    ctx, task_ = build_context(task, output_dir, data_dir, model, preset, epochs, max_train_samples, max_seq_length,
+                               pooling, seed, quiet)
     grid = ctx.stages["policy"].alphas
     alpha = grid[len(grid) // 2] if alpha is None else alpha
     labels = ctx.train.labels
@@ -225,7 +233,7 @@ def layers(task: str = TASK, output_dir: Path = OUTPUT_DIR, data_dir: Optional[P
         ax.legend(fontsize=8)
     numbers = {"task": task_.name, "alpha": alpha, "weighted_ce": {"loss": weighted[0], "accuracy": weighted[1]},
                "consistentee": {"loss": consistent[0], "accuracy": consistent[1]}, "rounds": rounds}
-    for path in _write(output_dir / task_.name, "layers", numbers, fig):
+    for path in _write(analysis_dir(output_dir, task_.name), "layers", numbers, fig):
         console.print(f"wrote {path}")
 
 
@@ -244,7 +252,10 @@ def reward_curves(records: list[dict[str, Any]], task: str) -> dict[str, list[di
 def reward(task: str = TASK, output_dir: Path = OUTPUT_DIR) -> None:
     """Figure 4: score and speed-up of the vanilla vs hardness-guided reward over the α grid (from run records)."""
     from cee_bench.results import load_results
+    from cee_bench.tasks import get_task
 
+    task = get_task(task).name
+    out_dir = analysis_dir(output_dir, task)
     curves = reward_curves(load_results(output_dir), task)
     table = Table(title=f"Figure 4 ({task}, dev; one trained model per α)")
     for column in ("reward", "α", "score", "saved layers", "layer speed-up"):
@@ -263,5 +274,5 @@ def reward(task: str = TASK, output_dir: Path = OUTPUT_DIR) -> None:
     ax.set_ylabel("score (%)")
     ax.set_title(f"{task}: reward ablation over α")
     ax.legend(fontsize=8)
-    for path in _write(output_dir / task, "reward", {"task": task, "curves": curves}, fig):
+    for path in _write(out_dir, "reward", {"task": task, "curves": curves}, fig):
         console.print(f"wrote {path}")

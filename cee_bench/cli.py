@@ -1,11 +1,13 @@
 """The `cee-bench` command line: thin — parse, call the library, print.
 
-Every `UserError` becomes one line on stderr and exit code 2; nothing else is caught, so a real bug still shows its
+Every `UserError` becomes one line on stderr and exit code 2, a usage error Click's short usage message and exit code
+2, SIGINT / SIGTERM one line and exit code 130 / 143; nothing else is caught, so a real bug still shows its
 traceback.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 from typing import Optional
@@ -14,14 +16,28 @@ import typer
 from rich.console import Console
 
 from cee_bench.errors import UserError
+from cee_bench.interrupt import Interrupted, signals_raise
+from cee_bench.validation import check_folder, flag
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False,
                   help="Train and measure early-exit methods (ConsistentEE and its baselines) under one harness.")
 console = Console(width=None if sys.stdout.isatty() else 160)  # logs and pipes get the whole table
 
 
+# Options of `run` that only one kind of task reads: given for the other kind, they would be ignored in silence.
+CLASSIFICATION_ONLY = ("pooling", "epochs", "batch_size", "lr", "max_seq_length", "latency_examples",
+                       "trust_remote_code")
+GENERATION_ONLY = ("delta", "epsilon", "greedy")
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
+
+
 @app.command()
 def run(
+    ctx: typer.Context,
     task: str = typer.Option(..., help="Task: rte, mrpc, sst2, qnli, qqp, mnli; cnndm, dolly (generation). "
                                        "See `cee-bench list`."),
     methods: str = typer.Option("all", help="Comma-separated method names, or 'all'."),
@@ -55,7 +71,12 @@ def run(
     from cee_bench.runner import RunOptions, parse_grid
     from cee_bench.runner import run as run_classification
 
-    if task in GENERATION_TASKS:
+    generation = task in GENERATION_TASKS
+    foreign = [name for name in (CLASSIFICATION_ONLY if generation else GENERATION_ONLY) if _given(ctx, name)]
+    if foreign:
+        raise UserError(f"{flag(foreign[0])} applies to {'classification' if generation else 'generation'} tasks "
+                        f"only, and {task} is a {'generation' if generation else 'classification'} task")
+    if generation:
         from cee_bench.generation.registry import GENERATION_METHODS
         from cee_bench.generation.run import run_generation
 
@@ -97,6 +118,8 @@ def report(
         raise UserError(f"unknown format '{format}'; choose table, csv or markdown")
     if not bootstrap.strip().isdigit() or int(bootstrap) < 1:
         raise UserError(f"--bootstrap must be a positive integer, got '{bootstrap}'")
+    if plots is not None:
+        check_folder(plots, "plots folder", must_exist=False)
     records = load_results(results_dir)
     if not records:
         raise UserError(f"no result records under {results_dir}; run `cee-bench run` first")
@@ -174,21 +197,36 @@ app.command("bench")(bench_command)
 app.add_typer(analyze_app, name="analyze")
 
 
-def main() -> None:
-    """Entry point: run the app, turning user errors into one line and exit code 2."""
-    try:
-        code = app(standalone_mode=False)  # a command's `typer.Exit(n)` comes back as n here
-    except UserError as exc:
-        Console(stderr=True).print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
-        sys.exit(2)
-    except Exception as exc:
-        import click
+def _usage_errors() -> tuple[type[BaseException], ...]:
+    """Click's exception base as the installed Typer raises it: recent Typer (0.29 here) vendors click as
+    `typer._click`, older ones use the standalone package; both are caught when both exist."""
+    found: list[type[BaseException]] = []
+    for module in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            found.append(importlib.import_module(module).ClickException)
+        except ImportError:
+            continue
+    return tuple(found)
 
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(130)
-        if isinstance(exc, click.ClickException):
-            exc.show()
+
+def main() -> None:
+    """Entry point: usage errors as Click's short usage message, user errors as one line, both exit code 2; a signal
+    as one line and 128 + its number. Anything else is a bug and keeps its traceback."""
+    say = Console(stderr=True).print
+    with signals_raise():
+        try:
+            code = app(standalone_mode=False)  # a command's `typer.Exit(n)` comes back as n here
+        except UserError as exc:
+            say(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
             sys.exit(2)
-        raise
+        except Interrupted as exc:
+            say(f"interrupted ({exc}): finished records are kept and no partial one was written; run the same "
+                "command again to resume", markup=False, highlight=False, soft_wrap=True)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            sys.exit(130)
+        except _usage_errors() as exc:
+            exc.show()  # the usage line, the --help hint and `Error: ...`: Click's compact form, no Rich box
+            sys.exit(exc.exit_code)
     if isinstance(code, int) and code:
         sys.exit(code)

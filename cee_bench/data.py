@@ -10,6 +10,7 @@ Splits, named the same everywhere they are reported:
 from __future__ import annotations
 
 import csv
+import io
 import os
 import random
 import sys
@@ -21,6 +22,7 @@ import torch
 
 from cee_bench.errors import UserError
 from cee_bench.tasks import HUB_DATASET, Task
+from cee_bench.validation import check_folder, read_text
 
 HELDOUT_FRACTION = 0.1
 HELDOUT_MIN, HELDOUT_MAX = 100, 1000
@@ -45,8 +47,8 @@ def resolve_data_dir(data_dir: Path | None) -> Path | None:
     """`--data-dir`, else `$CEE_BENCH_DATA_DIR`, else None (the hub)."""
     if data_dir is None and os.environ.get("CEE_BENCH_DATA_DIR"):
         data_dir = Path(os.environ["CEE_BENCH_DATA_DIR"])
-    if data_dir is not None and not Path(data_dir).is_dir():
-        raise UserError(f"data folder not found: {data_dir}")
+    if data_dir is not None:
+        check_folder(data_dir, "data folder", must_exist=True)
     return data_dir
 
 
@@ -56,6 +58,7 @@ def load_splits(task: Task, data_dir: Path | None, *, max_train: int | None = No
     data_dir = resolve_data_dir(data_dir)
     if data_dir is not None:
         folder = Path(data_dir) / task.glue_dir
+        check_folder(folder, "task folder", must_exist=False)
         if not folder.is_dir():
             raise UserError(f"task folder not found: {folder} (expected the GLUE layout <data-dir>/{task.glue_dir}/)")
         train_all = read_glue_tsv(task, folder / task.train_file)
@@ -84,12 +87,11 @@ def read_glue_tsv(task: Task, path: Path) -> list[Example]:
     GLUE's files are tab-separated with no quoting (quotes are literal text), MRPC's start with a UTF-8 BOM, and a few
     rows carry stray leading spaces that the hub copies keep; all of that is read as is.
     """
-    if not path.is_file():
-        raise UserError(f"data file not found: {path}")
+    text = read_text(path, encoding="utf-8-sig")
     csv.field_size_limit(sys.maxsize)
     label_ids = {name: i for i, name in enumerate(task.tsv_labels)}
     examples = []
-    with path.open(encoding="utf-8-sig", newline="") as handle:
+    with io.StringIO(text, newline="") as handle:
         reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
         header = next(reader, None)
         if header is None:

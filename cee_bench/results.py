@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cee_bench.errors import UserError
+from cee_bench.validation import check_folder
 
 SCHEMA_VERSION = 1
 _PACKAGES = ("cee-bench", "torch", "transformers", "accelerate", "numpy", "rouge-score", "bert-score", "peft")
@@ -34,7 +35,7 @@ def save_result(output_dir: Path, record: dict[str, Any]) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as handle:
-            json.dump(record, handle, indent=1, default=_jsonable)
+            json.dump(record, handle, indent=1, default=jsonable)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)  # mkstemp's 0600 would make shared results unreadable to others
@@ -47,14 +48,12 @@ def save_result(output_dir: Path, record: dict[str, Any]) -> Path:
 
 def load_results(results_dir: Path) -> list[dict[str, Any]]:
     """Every record under `results_dir`, sorted by task then method; a corrupt file is a user error, not a crash."""
-    results_dir = Path(results_dir)
-    if not results_dir.is_dir():
-        raise UserError(f"results folder not found: {results_dir}")
+    results_dir = check_folder(results_dir, "results folder", must_exist=True)
     records = []
     for path in sorted(results_dir.glob("*/*.json")):
         try:
             record = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise UserError(f"cannot read results file {path}: {exc}") from None
         if not isinstance(record, dict) or "task" not in record or "method" not in record:
             raise UserError(f"not a cee-bench results file: {path}")
@@ -93,7 +92,7 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """numpy / torch scalars and arrays become plain JSON values."""
     if hasattr(value, "tolist"):
         return value.tolist()

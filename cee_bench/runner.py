@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,10 +24,12 @@ from cee_bench.errors import UserError
 from cee_bench.method import PRESETS, Method, get_method, parse_methods
 from cee_bench.multiexit import POOLINGS, MultiExitModel, load_backbone
 from cee_bench.progress import Progress
+from cee_bench.resume import reusable
 from cee_bench.results import environment, result_path, save_result
 from cee_bench.runtime import measure_latency, predict
 from cee_bench.tasks import Task, get_task
 from cee_bench.trace import Trace, compute_trace
+from cee_bench.validation import check_at_most, check_folder, check_numbers, check_output_folder
 from cee_bench.training import FitContext, Stage
 
 # Per preset: data limits and how many examples the latency measurement times.
@@ -72,11 +75,12 @@ class RunOptions:
             raise UserError(f"unknown device '{self.device}'; choose auto, cpu or cuda")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise UserError("--device cuda asked for, but no CUDA device is available")
-        for name in ("epochs", "batch_size", "lr", "max_seq_length", "max_train_samples", "max_eval_samples",
-                     "latency_examples"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise UserError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        check_numbers({name: getattr(self, name) for name in ("epochs", "batch_size", "lr", "max_seq_length",
+                                                             "max_train_samples", "max_eval_samples",
+                                                             "latency_examples", "seed")})
+        if self.data_dir is not None:
+            check_folder(self.data_dir, "data folder", must_exist=True)
+        check_output_folder(self.output_dir, self.task.lower())  # the records' folder, as `get_task` names it
         self.limits = {k: getattr(self, k) if getattr(self, k) is not None else v
                        for k, v in PRESET_LIMITS[self.preset].items()}
 
@@ -101,24 +105,62 @@ def run(opts: RunOptions) -> list[Path]:
     progress = Progress(quiet=opts.quiet)
     splits = load_splits(task, opts.data_dir, max_train=opts.limits["max_train_samples"],
                          max_eval=opts.limits["max_eval_samples"], seed=opts.seed)
-    encoder, tokenizer, backbone = load_backbone(opts.model, trust_remote_code=opts.trust_remote_code)
+    encoder, tokenizer, backbone = load_checked_backbone(opts)
     length = opts.limits["max_seq_length"]
+    paths = {m.name: result_path(opts.output_dir, task.name, m.name, opts.seed) for m in methods}
+    reused = {m.name: reusable(paths[m.name], resume_identity(opts, backbone, stages[m.name], splits.source,
+                                                              opts.grid), force=opts.force)
+              for m in methods}  # every mismatch is found before the first method trains
     data = {name: encode(tokenizer, examples, length)
             for name, examples in (("train", splits.train), ("heldout", splits.heldout), ("dev", splits.dev))}
-    paths = []
     for method in methods:
-        path = result_path(opts.output_dir, task.name, method.name, opts.seed)
-        if path.exists() and not opts.force:
-            progress.log(f"[dim]{task.name}/{method.name}: kept {path} (use --force to recompute)[/dim]")
-            paths.append(path)
+        if reused[method.name]:
+            progress.log(f"[dim]{task.name}/{method.name}: kept {paths[method.name]} (same configuration; "
+                         "--force recomputes it)[/dim]")
             continue
         progress.log(f"[bold]{task.name}[/bold] · {method.name}")
         record = run_method(method, task, encoder, backbone, data, stages[method.name], opts, progress)
         record["data"] = {"source": splits.source, "train": len(splits.train), "heldout": len(splits.heldout),
                           "dev": len(splits.dev)}
-        paths.append(save_result(opts.output_dir, record))
-        progress.log(f"  wrote {paths[-1]}")
-    return paths
+        save_result(opts.output_dir, record)
+        progress.log(f"  wrote {paths[method.name]}")
+    return list(paths.values())
+
+
+def load_checked_backbone(opts: RunOptions) -> tuple[torch.nn.Module, Any, str]:
+    """(encoder, tokenizer, backbone name), refusing a `--max-seq-length` the model cannot embed: longer inputs
+    would only work while every row happens to be short."""
+    encoder, tokenizer, backbone = load_backbone(opts.model, trust_remote_code=opts.trust_remote_code)
+    check_at_most("max_seq_length", opts.limits["max_seq_length"], max_positions(encoder, tokenizer),
+                  f"the position limit of model '{backbone}'")
+    return encoder, tokenizer, backbone
+
+
+def max_positions(encoder: torch.nn.Module, tokenizer: Any) -> int:
+    """The longest input the model can embed: its position table, or the tokenizer's limit when that is smaller
+    (RoBERTa-style tables carry two padding slots that no token may use)."""
+    limits = [getattr(encoder.config, "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None)]
+    return min(int(n) for n in limits if isinstance(n, int) and 0 < n < 1_000_000)
+
+
+def run_config(opts: RunOptions, backbone: str, stages: dict[str, Stage]) -> dict[str, Any]:
+    """A record's `config`: everything of the request that shapes its numbers. Built once, for the record and for
+    the resume check, so the two cannot drift apart."""
+    return {"preset": opts.preset, "pooling": opts.pooling, "device": opts.resolved_device,
+            "model": opts.model or backbone, **opts.limits, "eval_batch_size": EVAL_BATCH_SIZE,
+            "stages": {name: asdict(stage) for name, stage in stages.items()}}
+
+
+def resume_identity(opts: RunOptions, backbone: str, stages: dict[str, Stage], source: str,
+                    grid: list[float] | None) -> dict[str, Any]:
+    """What a stored record must match to be reused: its config, data source, seed and (when given) grid."""
+    wanted: dict[str, Any] = {"config": run_config(opts, backbone, stages), "data.source": source, "seed": opts.seed,
+                              "backbone": backbone}
+    if grid is not None:
+        wanted["method_meta.grid"] = grid
+    else:
+        wanted["method_meta.grid_source"] = "method"
+    return wanted
 
 
 def parse_grid(spec: str) -> list[float]:
@@ -129,6 +171,8 @@ def parse_grid(spec: str) -> list[float]:
             number = float(part)
         except ValueError:
             raise UserError(f"--grid: '{part}' is not a number") from None
+        if not math.isfinite(number):
+            raise UserError(f"--grid: '{part}' is not a finite number")
         values.append(int(number) if number.is_integer() and "." not in part else number)
     if not values:
         raise UserError("--grid is empty")
@@ -201,9 +245,7 @@ def run_method(method: Method, task: Task, encoder: torch.nn.Module, backbone: s
         "task": task.name, "method": method.name, "method_display": method.display.format(backbone=backbone),
         "backbone": backbone, "seed": opts.seed, "kind": "classification", "num_layers": model.num_layers,
         "metric": task.main_metric, "metrics": list(task.metrics),
-        "config": {"preset": opts.preset, "pooling": opts.pooling, "device": opts.resolved_device,
-                   "model": opts.model or backbone, **opts.limits, "eval_batch_size": EVAL_BATCH_SIZE,
-                   "stages": {name: asdict(stage) for name, stage in stages.items()}},
+        "config": run_config(opts, backbone, stages),
         "method_meta": {**method.metadata(), "grid": grid, "grid_source": "command line" if opts.grid else "method",
                         "log": ctx.log},
         "environment": environment(), "train_seconds": train_seconds,

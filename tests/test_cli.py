@@ -16,7 +16,9 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()} if folder.exists() else {}
 
 
-@pytest.mark.parametrize("args, message", [
+# `cee-bench run` mistakes and the message each must name (tests/test_bad_input.py runs them through the console
+# script too).
+BAD_RUN_ARGS = [
     (["--task", "nope"], "unknown task 'nope'"),
     (["--task", "rte", "--methods", "pabee,nope"], "unknown method 'nope'"),
     (["--task", "rte", "--data-dir", "/no/such/folder"], "data folder not found"),
@@ -26,7 +28,10 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     (["--task", "rte", "--model", "./no/such/model"], "model path not found"),
     (["--task", "rte", "--methods", "pabee", "--grid", "-1"], "patience must be a whole number"),
     (["--task", "rte", "--methods", "pabee", "--grid", "x"], "--grid: 'x' is not a number"),
-])
+]
+
+
+@pytest.mark.parametrize("args, message", BAD_RUN_ARGS)
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, glue, args, message, cli):
     out_dir = tmp_path / "results"
     (out_dir / "rte").mkdir(parents=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from cee_bench.errors import UserError
+from cee_bench.validation import check_numbers
 
 
 @dataclass(frozen=True)
@@ -79,9 +80,8 @@ def make_preset(name: str, *, max_eval_samples: int | None, max_train_samples: i
     if name not in PRESETS:
         raise UserError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
     preset = PRESETS[name]
-    for flag, value in (("max-eval-samples", max_eval_samples), ("max-train-samples", max_train_samples)):
-        if value is not None and value < 1:
-            raise UserError(f"--{flag} must be ≥ 1, got {value}")
+    check_numbers({"max_eval_samples": max_eval_samples, "max_train_samples": max_train_samples, "delta": delta,
+                   "epsilon": epsilon})
     changes: dict = {"greedy": preset.greedy or greedy}
     if max_eval_samples is not None:
         changes["n_eval"] = min(preset.n_eval, max_eval_samples)

@@ -18,6 +18,8 @@ from typing import Any
 from cee_bench.errors import UserError
 from cee_bench.generation.registry import GENERATION_METHODS, METHOD_SPECS, MethodSpec, needs_training
 from cee_bench.generation.tasks import GENERATION_TASKS, Example, Splits, make_splits, resolve_data_dir
+from cee_bench.resume import reusable
+from cee_bench.validation import check_folder, check_numbers, check_output_folder
 
 __all__ = ["GENERATION_TASKS", "GENERATION_METHODS", "run_generation"]
 
@@ -130,21 +132,31 @@ def run_generation(task: str, methods: list[str], *, model: str | None, data_dir
     from cee_bench.results import result_path
 
     methods = _validate(task, methods)
+    check_numbers({"seed": seed})
     cfg = make_preset(preset, max_eval_samples=max_eval_samples, max_train_samples=max_train_samples,
                       thresholds=thresholds, delta=delta, epsilon=epsilon, greedy=greedy)
+    if device not in ("auto", "cpu", "cuda"):
+        raise UserError(f"unknown device '{device}'; choose auto, cpu or cuda")
+    data_dir = resolve_data_dir(data_dir)
+    if data_dir is not None:
+        check_folder(data_dir, "data folder", must_exist=True)
+    check_output_folder(output_dir, task)
     needs_train = any(needs_training(METHOD_SPECS[m]) for m in methods)
-    splits = make_splits(task, resolve_data_dir(data_dir), cfg.n_eval, cfg.n_calib,
+    splits = make_splits(task, data_dir, cfg.n_eval, cfg.n_calib,
                          cfg.n_train if needs_train else 0, lambda line: _say(quiet, line, "yellow"))
-    todo = [m for m in methods if force or not result_path(output_dir, task, m, seed).exists()]
-    for skipped in set(methods) - set(todo):
-        _say(quiet, f"{task}/{skipped} seed {seed}: result exists, reused (use --force to recompute)")
-    if todo:
-        _run(task, todo, splits, cfg, model=model, output_dir=output_dir, seed=seed, device=device, quiet=quiet)
+    _run(task, methods, splits, cfg, model=model, output_dir=output_dir, seed=seed, device=device, quiet=quiet,
+         force=force)
     return [result_path(output_dir, task, m, seed) for m in methods]
 
 
+def generation_config(cfg, exit_layers: tuple[int, ...], device: str, model: str | None, backbone: str) -> dict:
+    """A record's `config` (less the thread count, which is the machine's, not the request's): built once, for the
+    record and for the resume check."""
+    return {**asdict(cfg), "exit_layers": list(exit_layers), "device": device, "model": model or backbone}
+
+
 def _run(task: str, methods: list[str], splits: Splits, cfg, *, model: str | None, output_dir: Path, seed: int,
-         device: str, quiet: bool) -> None:
+         device: str, quiet: bool, force: bool) -> None:
     import torch
 
     from cee_bench.generation.decoding import Decoding
@@ -153,14 +165,25 @@ def _run(task: str, methods: list[str], splits: Splits, cfg, *, model: str | Non
     from cee_bench.generation.ltt import learn_then_test
     from cee_bench.generation.methods import TrainingContext, build_candidates
     from cee_bench.generation.model import MultiExitLM, every_layer, load_backbone
-    from cee_bench.results import environment, save_result
+    from cee_bench.results import environment, result_path, save_result
 
     torch.set_flush_denormal(True)  # tiny probabilities otherwise make CPU matmuls crawl (denormal floats)
     torch.manual_seed(seed)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda asked for, but no CUDA device is available")
     lm, tokenizer, backbone = load_backbone(model, device)
     exit_layers = every_layer(len(lm.model.layers), cfg.exit_stride)
+    config = generation_config(cfg, exit_layers, device, model, backbone)
+    wanted = {**{f"config.{key}": value for key, value in config.items()}, "eval_split.source": splits.source,
+              "backbone": backbone, "seed": seed}
+    reused = [m for m in methods if reusable(result_path(output_dir, task, m, seed), wanted, force=force)]
+    for name in reused:
+        _say(quiet, f"{task}/{name} seed {seed}: same configuration already stored, reused (--force recomputes it)")
+    methods = [m for m in methods if m not in reused]
+    if not methods:
+        return
     full = MultiExitLM(lm, exit_layers)
     eval_prompts = _encode(tokenizer, full, splits.eval, task, cfg, seed, 0)
     calib_prompts = _encode(tokenizer, full, splits.calib, task, cfg, seed, len(splits.eval))
@@ -212,8 +235,7 @@ def _run(task: str, methods: list[str], splits: Splits, cfg, *, model: str | Non
         record = {
             "task": task, "method": name, "method_display": spec.display, "backbone": backbone, "seed": seed,
             "kind": "generation", "num_layers": num_layers,
-            "config": {**asdict(cfg), "exit_layers": list(exit_layers), "device": device,
-                       "torch_threads": torch.get_num_threads(), "model": model or backbone},
+            "config": {**config, "torch_threads": torch.get_num_threads()},
             "method_meta": _method_meta(spec, cfg, splits, info, ltt, reference_kind),
             "environment": environment(),
             "eval_split": {"source": splits.source, "ids": eval_prompts.ids,

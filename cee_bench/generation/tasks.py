@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cee_bench.errors import UserError
+from cee_bench.validation import read_text
 
 GENERATION_TASKS: tuple[str, ...] = ("cnndm", "dolly", "alpaca")
 _FILES = {"cnndm": "cnn_dm/test-250.jsonl", "dolly": "dolly/prompts.jsonl", "alpaca": "alpaca/alpaca_5000.json"}
@@ -54,15 +55,14 @@ def _read_rows(task: str, data_dir: Path | None) -> tuple[list[dict], str]:
     if data_dir is None:
         return _hub_rows(task)
     path = data_dir / _FILES[task]
-    if not path.is_file():
-        raise UserError(f"{task}: data file not found: {path}")
+    text = read_text(path)
     try:
         if path.suffix == ".json":
-            rows = json.loads(path.read_text())
+            rows = json.loads(text)
             if not isinstance(rows, list):
                 raise UserError(f"{path}: expected a JSON array of records")
         else:
-            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}: malformed JSON at line {exc.lineno}: {exc.msg}") from None
     for number, row in enumerate(rows, start=1):

@@ -122,9 +122,12 @@ def test_end_to_end_on_a_tiny_model_writes_complete_records(tmp_path):
                       "tokens_per_s", "speedup_measured"):
             assert all(field in p for p in record["curve"])
         assert "ltt" in record["operating_points"]
-    # a second run reuses the stored records
+    # a second run of the same configuration reuses the stored records; another configuration is refused
     mtime = paths[0].stat().st_mtime_ns
-    _run(_write_data(tmp_path / "data2"), tmp_path / "out", model=str(model), methods=["calm"])
+    _run(tmp_path / "data", tmp_path / "out", model=str(model), methods=["calm"], greedy=True)
+    assert paths[0].stat().st_mtime_ns == mtime
+    with pytest.raises(UserError, match=r"config.greedy \(stored True, requested False\), eval_split.source .*--force"):
+        _run(_write_data(tmp_path / "data2"), tmp_path / "out", model=str(model), methods=["calm"])
     assert paths[0].stat().st_mtime_ns == mtime
 
 
