@@ -145,9 +145,59 @@ def test_a_global_batch_that_does_not_divide_over_the_processes_is_refused(monke
     with pytest.raises(UserError, match="does not divide over 2 processes"):
         distributed.per_process_batch(15, "stage")
     # the command line refuses it before joining any process group or writing anything
-    proc = subprocess.run([str(BIN / "cee-bench"), *RUN[:3], "full", "--data-dir", str(DATA), "--batch-size", "15",
+    proc = subprocess.run([str(BIN / "cee-bench"), *RUN[:4], "full", "--data-dir", str(DATA), "--batch-size", "15",
                            "--output-dir", str(tmp_path / "out")], env={**_env(), "WORLD_SIZE": "2", "RANK": "0"},
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert "batch size 15 does not divide over 2 processes" in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_the_store_gives_back_every_variant_it_saved(tiny_encoder, tmp_path) -> None:
+    import torch
+
+    from cee_bench.method import get_method
+    from cee_bench.runner import build_model
+    from cee_bench.store import load_model, model_dir, save_models
+    from cee_bench.tasks import get_task
+
+    method, task = get_method("consistentee"), get_task("rte")
+    models = {}
+    for i, name in enumerate(("alpha=0.02", "alpha=0.2")):
+        models[name] = build_model(method, tiny_encoder, task, "mean", seed=i)  # different weights per variant
+    entry = save_models(tmp_path, task="rte", method="consistentee", seed=0, pooling="mean", backbone=tiny_encoder,
+                        models=models)
+    folder = model_dir(tmp_path, "rte", "consistentee", 0)
+    assert entry == {"path": "models/rte/consistentee__seed0",
+                     "files": {"alpha=0.02": "alpha=0.02.safetensors", "alpha=0.2": "alpha=0.2.safetensors"}}
+    assert sorted(p.name for p in folder.iterdir()) == ["alpha=0.02.safetensors", "alpha=0.2.safetensors",
+                                                        "config.json"]  # no temp file left behind
+    for name, model in models.items():
+        loaded = load_model(folder, name)
+        assert loaded.state_dict().keys() == model.state_dict().keys()
+        assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
+    with pytest.raises(UserError, match="no model 'model'"):
+        load_model(folder)
+
+
+def test_a_failed_atomic_write_leaves_the_old_file_whole(tmp_path) -> None:
+    from cee_bench.results import atomic_write
+
+    path = atomic_write(tmp_path / "r.json", lambda tmp: tmp.write_text("old"))
+
+    def broken(tmp: Path) -> None:
+        tmp.write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        atomic_write(path, broken)
+    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_a_one_process_run_records_a_world_of_one() -> None:
+    from cee_bench.results import environment
+
+    distributed.start("cpu")
+    assert environment()["distributed"] == {"world_size": 1, "backend": None, "devices": [{"device": "cpu"}]}
+    assert distributed.is_main() and distributed.from_main(7) == 7
+    distributed.barrier()
