@@ -67,6 +67,7 @@ def run(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars (CI logs)."),
 ) -> None:
     """Train and evaluate methods on one task; one JSON record per (task, method, seed)."""
+    from cee_bench.distributed import is_main, require_one_process
     from cee_bench.generation.tasks import GENERATION_TASKS
     from cee_bench.runner import RunOptions, parse_grid
     from cee_bench.runner import run as run_classification
@@ -80,6 +81,7 @@ def run(
         from cee_bench.generation.registry import GENERATION_METHODS
         from cee_bench.generation.run import run_generation
 
+        require_one_process("generation (its training has its own loops)")
         names = list(GENERATION_METHODS) if methods == "all" else [m.strip() for m in methods.split(",") if m.strip()]
         paths = run_generation(task, names, model=model, data_dir=data_dir, output_dir=output_dir, preset=preset,
                                seed=seed, device=device, force=force, quiet=quiet, max_eval_samples=max_eval_samples,
@@ -96,7 +98,8 @@ def run(
                          max_eval_samples=max_eval_samples, latency_examples=latency_examples,
                          grid=parse_grid(grid) if grid is not None else None)
     paths = run_classification(options)
-    console.print(f"{len(paths)} result file(s) under {output_dir}")
+    if is_main():
+        console.print(f"{len(paths)} result file(s) under {output_dir}")
 
 
 @app.command()

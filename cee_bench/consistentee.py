@@ -33,8 +33,10 @@ from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from cee_bench.data import Encoded
+from cee_bench.distributed import from_main
 from cee_bench.errors import UserError
 from cee_bench.exits import ExitRule, ScoreAbove, simulate
 from cee_bench.method import CPU_STAGE, SMOKE_STAGE, Method
@@ -227,9 +229,10 @@ def train_policy(ctx: FitContext, states: TrainStates, memorized: torch.Tensor |
     n = len(ce)
     sampler = torch.Generator().manual_seed(ctx.seed * 7919 + round_index)
 
-    def batches(epoch: int):
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(ctx.seed * 1000 + 100 * round_index + epoch))
-        return ({"index": order[i:i + stage.batch_size].to(device)} for i in range(0, n, stage.batch_size))
+    def batches(epoch: int) -> DataLoader:
+        order = torch.Generator().manual_seed(ctx.seed * 1000 + 100 * round_index + epoch)
+        return DataLoader(range(n), batch_size=stage.batch_size, shuffle=True, generator=order,
+                          collate_fn=lambda rows: {"index": torch.tensor(rows)})
 
     def loss_fn(batch: dict[str, torch.Tensor], step: int) -> torch.Tensor:
         idx = batch["index"]
@@ -298,7 +301,9 @@ def train_rounds(ctx: FitContext, alpha: float, reward_kind: str) -> list[dict[s
                      mean_memorized_layer=float(memorized.float().mean()))
         ctx.progress.log(f"  α={alpha:g} round {stats['round']}: held-out accuracy {stats['accuracy']:.4f}, "
                          f"mean exit layer {stats['mean_exit_layer']:.2f}")
-        stats["converged"] = bool(log) and converged(log[-1], stats, stage)
+        # every process holds the same weights, but one float apart would make them run different numbers of
+        # rounds and wait for each other forever: the main process decides
+        stats["converged"] = from_main(bool(log) and converged(log[-1], stats, stage))
         log.append(stats)
         if stats["converged"]:
             break

@@ -1,4 +1,7 @@
-"""Rich progress bars that `--quiet` (or a non-terminal stderr) turns off, behind one small interface the loops use."""
+"""Rich progress bars that `--quiet` (or a non-terminal stderr) turns off, behind one small interface the loops use.
+
+Only the main process of a multi-process run shows anything: N copies of every bar and line would be noise.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +12,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.progress import Progress as RichProgress
 
+from cee_bench.distributed import is_main
+
 
 class Progress:
     """`with progress.task("train pabee", total=n) as advance: ...; advance()`; silent when quiet."""
 
     def __init__(self, *, quiet: bool = False, console: Console | None = None) -> None:
-        self.quiet_mode = quiet
+        self.quiet_mode = quiet or not is_main()
         self.console = console or Console(stderr=True)
 
     @classmethod

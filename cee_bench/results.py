@@ -13,8 +13,9 @@ import subprocess
 import tempfile
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+from cee_bench import distributed
 from cee_bench.errors import UserError
 from cee_bench.validation import check_folder
 
@@ -28,20 +29,33 @@ def result_path(output_dir: Path, task: str, method: str, seed: int) -> Path:
 
 
 def save_result(output_dir: Path, record: dict[str, Any]) -> Path:
-    """Write `record` atomically (temp file in the same folder, then rename) and return its path."""
+    """Write `record` atomically and return its path."""
     path = result_path(output_dir, record["task"], record["method"], int(record["seed"]))
-    path.parent.mkdir(parents=True, exist_ok=True)
     record = {"schema": SCHEMA_VERSION, **record}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w") as handle:
             json.dump(record, handle, indent=1, default=jsonable)
-            handle.flush()
+
+    return atomic_write(path, write)
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
+    """Create `path` through `write(tmp)` on a temp file in the same folder, synced, then renamed over `path`: readers
+    see the old file or the new one, never half of one (records and the model store both write through here)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        with tmp.open("rb+") as handle:
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)  # mkstemp's 0600 would make shared results unreadable to others
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
 
@@ -80,7 +94,8 @@ def environment() -> dict[str, Any]:
             hardware["gpu"] = torch.cuda.get_device_name(0)
     except ImportError:  # pragma: no cover - torch is a hard dependency
         pass
-    return {"packages": versions, "git_commit": _git_commit(), "hardware": hardware}
+    return {"packages": versions, "git_commit": _git_commit(), "hardware": hardware,
+            "distributed": distributed.topology()}
 
 
 def _git_commit() -> str | None:

@@ -3,6 +3,9 @@ early exit, time it, and store one record per (task, method, seed).
 
 Everything a user can get wrong is checked before the first file is written; a finished record is never recomputed
 unless `force` is set, so an interrupted run resumes where it stopped.
+
+Under several processes (`accelerate launch` / `torchrun`) every process trains; the main process alone evaluates,
+times, and writes records and models, while the others wait (see `cee_bench.distributed`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cee_bench import distributed
 from cee_bench.curve import choose_operating_points, evaluate_rule, per_layer_scores, sweep
 from cee_bench.data import Encoded, encode, load_splits
 from cee_bench.errors import UserError
@@ -27,6 +31,7 @@ from cee_bench.progress import Progress
 from cee_bench.resume import reusable
 from cee_bench.results import environment, result_path, save_result
 from cee_bench.runtime import measure_latency, predict
+from cee_bench.store import SINGLE, save_models, variant_name
 from cee_bench.tasks import Task, get_task
 from cee_bench.trace import Trace, compute_trace
 from cee_bench.validation import check_at_most, check_folder, check_numbers, check_output_folder
@@ -102,6 +107,10 @@ def run(opts: RunOptions) -> list[Path]:
         for value in opts.grid:
             methods[0].rule(None, value)
         stages[methods[0].name] = methods[0].with_grid(stages[methods[0].name], opts.grid)
+    for method in methods:
+        for name, stage in stages[method.name].items():
+            distributed.per_process_batch(stage.batch_size, f"{method.name} stage '{name}'")
+    distributed.start(opts.resolved_device)
     progress = Progress(quiet=opts.quiet)
     splits = load_splits(task, opts.data_dir, max_train=opts.limits["max_train_samples"],
                          max_eval=opts.limits["max_eval_samples"], seed=opts.seed)
@@ -114,16 +123,18 @@ def run(opts: RunOptions) -> list[Path]:
     data = {name: encode(tokenizer, examples, length)
             for name, examples in (("train", splits.train), ("heldout", splits.heldout), ("dev", splits.dev))}
     for method in methods:
-        if reused[method.name]:
+        if distributed.from_main(reused[method.name]):
             progress.log(f"[dim]{task.name}/{method.name}: kept {paths[method.name]} (same configuration; "
                          "--force recomputes it)[/dim]")
             continue
         progress.log(f"[bold]{task.name}[/bold] · {method.name}")
         record = run_method(method, task, encoder, backbone, data, stages[method.name], opts, progress)
-        record["data"] = {"source": splits.source, "train": len(splits.train), "heldout": len(splits.heldout),
-                          "dev": len(splits.dev)}
-        save_result(opts.output_dir, record)
-        progress.log(f"  wrote {paths[method.name]}")
+        if record is not None:  # None on the processes other than the main one
+            record["data"] = {"source": splits.source, "train": len(splits.train), "heldout": len(splits.heldout),
+                              "dev": len(splits.dev)}
+            save_result(opts.output_dir, record)
+            progress.log(f"  wrote {paths[method.name]}")
+        distributed.barrier()
     return list(paths.values())
 
 
@@ -199,13 +210,20 @@ def build_model(method: Method, encoder: torch.nn.Module, task: Task, pooling: s
 
 
 def run_method(method: Method, task: Task, encoder: torch.nn.Module, backbone: str, data: dict[str, Encoded],
-               stages: dict[str, Stage], opts: RunOptions, progress: Progress) -> dict[str, Any]:
+               stages: dict[str, Stage], opts: RunOptions, progress: Progress) -> dict[str, Any] | None:
+    """Train `method` (every process), then on the main process only evaluate, time and store its models;
+    returns the record there and None elsewhere."""
     model = build_model(method, encoder, task, opts.pooling, opts.seed)
     started = time.perf_counter()
     ctx = FitContext(model, data["train"], data["heldout"], stages, seed=opts.seed, device=opts.resolved_device,
                      progress=progress, eval_batch_size=EVAL_BATCH_SIZE)
     variants = method.fit(ctx) or {}
     train_seconds = time.perf_counter() - started
+    if not distributed.is_main():
+        return None
+    stored = {variant_name(method.threshold_name, v): m for v, m in variants.items()} if variants else {SINGLE: model}
+    model_store = save_models(opts.output_dir, task=task.name, method=method.name, seed=opts.seed,
+                              pooling=opts.pooling, backbone=encoder, models=stored)
     grid = list(variants) if variants else list(opts.grid if opts.grid is not None else method.grid(model.num_layers))
     trace_cache: dict[tuple[int, str], Trace] = {}
 
@@ -237,7 +255,8 @@ def run_method(method: Method, task: Task, encoder: torch.nn.Module, backbone: s
                    for bs in (1, EVAL_BATCH_SIZE)}
         operating_points[name] = {**choice, **point, "split": "dev", "selected_on": "heldout",
                                   "real_vs_simulated_agreement": agreement, "latency": latency}
-        per_example[name] = {"exit_layers": sim_exits.tolist(), "real_exit_layers": (real_exits.numpy() + 1).tolist()}
+        per_example[name] = {"exit_layers": sim_exits.tolist(), "real_exit_layers": (real_exits.numpy() + 1).tolist(),
+                             "predictions": sim_preds.tolist()}
         progress.log(f"  {name}: {method.threshold_name}={choice['threshold']} dev {task.main_metric} "
                      f"{point['score']:.4f}, saved layers {point['saved_layers']:.1%}, "
                      f"wall speed-up b1 {latency['b1']['speedup_wall']:.2f}x")
@@ -248,7 +267,7 @@ def run_method(method: Method, task: Task, encoder: torch.nn.Module, backbone: s
         "config": run_config(opts, backbone, stages),
         "method_meta": {**method.metadata(), "grid": grid, "grid_source": "command line" if opts.grid else "method",
                         "log": ctx.log},
-        "environment": environment(), "train_seconds": train_seconds,
+        "environment": environment(), "train_seconds": train_seconds, "model_store": model_store,
         "reference": reference,
         "per_layer_scores": {split: per_layer_scores(trace_of(grid[-1], split), task) for split in ("heldout", "dev")},
         "curve": curves["dev"], "selection_curve": curves["heldout"], "curve_kind": "simulated",

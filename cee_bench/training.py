@@ -1,8 +1,12 @@
 """The one training loop every method's stages go through, on Hugging Face Accelerate.
 
 Methods say *what* to train (which parameters, which loss, which hyperparameters); this module owns *how*
-(optimiser, schedule, clipping, devices, progress), so `accelerate launch -m cee_bench run ...` spreads any method over
-several GPUs and a CPU run is an ordinary process.
+(optimiser, schedule, clipping, devices, progress), so `accelerate launch -m cee_bench run ...` (or `torchrun`)
+spreads any method over several processes and a CPU run is an ordinary process.
+
+Under N processes: `Stage.batch_size` is the global batch, split evenly across processes (Accelerate's
+`split_batches`); the schedule counts global steps, so it is the same for any N; every process builds the model from
+the same seed and DDP averages the gradients, so every process holds the same weights after each step.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from cee_bench.data import Encoded
+from cee_bench.distributed import per_process_batch
 from cee_bench.errors import UserError
 from cee_bench.multiexit import MultiExitModel
 from cee_bench.progress import Progress
@@ -55,37 +60,45 @@ class FitContext:
     def __init__(self, model: MultiExitModel, train: Encoded, heldout: Encoded, stages: dict[str, Stage], *,
                  seed: int, device: str, progress: Progress, eval_batch_size: int) -> None:
         from accelerate import Accelerator
+        from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs
 
-        self.accelerator = Accelerator(cpu=device == "cpu")
-        self.model = model
+        # find_unused_parameters: a stage may list parameters that some of its steps' losses do not reach (DeeBERT's
+        # backbone pooler when every layer has its own copy; BERxiT's even steps, which train only the top head);
+        # DDP then finds them from the loss's graph and marks them ready instead of waiting for them forever.
+        self.accelerator = Accelerator(
+            cpu=device == "cpu", dataloader_config=DataLoaderConfiguration(split_batches=True),
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+        self.model = model.to(self.accelerator.device)
         self.train, self.heldout, self.stages = train, heldout, stages
         self.seed, self.progress, self.eval_batch_size = seed, progress, eval_batch_size
         self.log: dict[str, Any] = {}
-        self._prepared = self.accelerator.prepare(model)
 
     @property
     def device(self) -> torch.device:
         return self.accelerator.device
 
     def forward(self, batch: Batch, **kwargs: Any) -> dict[str, torch.Tensor]:
-        """The (possibly distributed) model's forward: all layers' signals."""
-        return self._prepared(batch, **kwargs)
+        """The model's forward: all layers' signals. Inside a stage's loss it runs under that stage's DDP wrapper."""
+        return self.model(batch, **kwargs)
 
-    def train_batches(self, batch_size: int, epoch: int) -> Iterable[Batch]:
+    def train_batches(self, batch_size: int, epoch: int) -> DataLoader:
+        """The shuffled training set in global batches of `batch_size` (the same order for any number of
+        processes; `train_stage` gives each process its slice)."""
         generator = torch.Generator().manual_seed(self.seed * 1000 + epoch)
-        loader = DataLoader(range(len(self.train)), batch_size=batch_size, shuffle=True, generator=generator,
-                            collate_fn=self.train.collate)
-        return self.accelerator.prepare(loader)
+        return DataLoader(range(len(self.train)), batch_size=batch_size, shuffle=True, generator=generator,
+                          collate_fn=self.train.collate)
 
     def train_stage(self, name: str, params: Iterable[nn.Parameter], loss_fn: LossFn, *,
-                    batches: Callable[[int], Iterable[Batch]] | None = None, steps_per_epoch: int | None = None,
+                    batches: Callable[[int], DataLoader] | None = None, steps_per_epoch: int | None = None,
                     on_epoch_end: Callable[[int], None] | None = None) -> list[float]:
         """Train `params` on `loss_fn(batch, step)` for the stage called `name`; the rest of the model is frozen.
 
         `batches(epoch)` replaces the shuffled training batches (e.g. cached layer states when the backbone is
-        frozen). Returns the mean loss of every epoch, also kept in `self.log[name]`.
+        frozen): a DataLoader of global batches, which this loop shards across processes. Returns the mean loss of
+        every epoch (averaged over processes), also kept in `self.log[name]`.
         """
         stage = self.stages[name]
+        per_process_batch(stage.batch_size, f"stage '{name}'")
         params = [p for p in params]
         trainable = {id(p) for p in params}
         for p in self.model.parameters():
@@ -97,15 +110,20 @@ class FitContext:
         warmup = int(stage.warmup_ratio * total)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
-        optimizer, scheduler = self.accelerator.prepare(optimizer, scheduler)
+        # DDP wraps this stage's loss, built after `requires_grad` is set, rather than the model once: it then
+        # registers and all-reduces only the stage's trainable parameters (the policy stage sends the policy's
+        # gradients, not the frozen encoder's), and a loss that never calls the model's forward (the policy stage
+        # on cached states) is still synchronised.
+        stage_loss, optimizer, scheduler = self.accelerator.prepare(_StageLoss(self.model, loss_fn), optimizer,
+                                                                    scheduler)
         self.model.train()
         losses: list[float] = []
         step = 0
         with self.progress.task(f"train {name}", total=total) as advance:
             for epoch in range(math.ceil(stage.epochs)):
                 running, count = 0.0, 0
-                for batch in _take(batches(epoch), total - step):
-                    loss = loss_fn(batch, step)
+                for batch in _take(self.accelerator.prepare_data_loader(batches(epoch)), total - step):
+                    loss = stage_loss(batch, step)
                     optimizer.zero_grad(set_to_none=True)
                     self.accelerator.backward(loss)
                     if stage.grad_clip:
@@ -114,16 +132,30 @@ class FitContext:
                     scheduler.step()
                     running, count, step = running + float(loss.detach()), count + 1, step + 1
                     advance(f"loss {running / count:.4f}")
-                losses.append(running / max(count, 1))
+                mean = torch.tensor(running / max(count, 1), device=self.device)
+                losses.append(float(self.accelerator.reduce(mean, "mean")))
                 if on_epoch_end is not None:
                     on_epoch_end(epoch)
                 if step >= total:
                     break
+        self.accelerator.free_memory()  # drop this stage's DDP wrapper, optimiser and loaders
         for p in self.model.parameters():
             p.requires_grad_(True)
         self.model.eval()
         self.log[name] = losses
         return losses
+
+
+class _StageLoss(nn.Module):
+    """One stage's loss as a module, so DDP can wrap exactly what the stage computes."""
+
+    def __init__(self, model: MultiExitModel, loss_fn: LossFn) -> None:
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+
+    def forward(self, batch: Batch, step: int) -> torch.Tensor:
+        return self.loss_fn(batch, step)
 
 
 def _take(items: Iterable[Batch], limit: int) -> Iterator[Batch]:
