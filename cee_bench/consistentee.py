@@ -372,6 +372,10 @@ class ConsistentEE(Method):
         """Only documentary: `fit` always returns one model per α_depth of the preset's policy stage."""
         return list(self.stages["cpu"]["policy"].alphas)
 
+    def ltt_order(self, grid: Sequence[Any]) -> list[int]:
+        """The larger α, the more the reward pays for exiting early."""
+        return sorted(range(len(grid)), key=lambda i: grid[i])
+
     def with_grid(self, stages: dict[str, Stage], grid: list[Any]) -> dict[str, Stage]:
         """`--grid` is the α_depth grid (depth-free, `ALPHA_RULE`): one policy (and refinement) per value."""
         return {**stages, "policy": replace(stages["policy"], alphas=tuple(float(a) for a in grid))}

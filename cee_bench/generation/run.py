@@ -124,7 +124,8 @@ def _method_meta(spec: MethodSpec, preset, splits: Splits, info: dict, ltt, refe
 def run_generation(task: str, methods: list[str], *, model: str | None, data_dir: Path | None, output_dir: Path,
                    preset: str, seed: int, device: str, force: bool, quiet: bool, max_eval_samples: int | None,
                    max_train_samples: int | None, thresholds: list[float] | None = None,
-                   delta: float | None = None, epsilon: float | None = None, greedy: bool = False) -> list[Path]:
+                   delta: float | None = None, epsilon: float | None = None, greedy: bool = False,
+                   revision: str | None = None) -> list[Path]:
     """Run every (task, method) not already stored and return the record paths (existing ones included)."""
     from cee_bench.generation.presets import make_preset
     from cee_bench.results import result_path
@@ -139,12 +140,13 @@ def run_generation(task: str, methods: list[str], *, model: str | None, data_dir
     for skipped in set(methods) - set(todo):
         _say(quiet, f"{task}/{skipped} seed {seed}: result exists, reused (use --force to recompute)")
     if todo:
-        _run(task, todo, splits, cfg, model=model, output_dir=output_dir, seed=seed, device=device, quiet=quiet)
+        _run(task, todo, splits, cfg, model=model, output_dir=output_dir, seed=seed, device=device, quiet=quiet,
+             revision=revision)
     return [result_path(output_dir, task, m, seed) for m in methods]
 
 
 def _run(task: str, methods: list[str], splits: Splits, cfg, *, model: str | None, output_dir: Path, seed: int,
-         device: str, quiet: bool) -> None:
+         device: str, quiet: bool, revision: str | None = None) -> None:
     import torch
 
     from cee_bench.generation.decoding import Decoding
@@ -152,14 +154,16 @@ def _run(task: str, methods: list[str], splits: Splits, cfg, *, model: str | Non
                                                  decode_split_paired)
     from cee_bench.generation.ltt import learn_then_test
     from cee_bench.generation.methods import TrainingContext, build_candidates
-    from cee_bench.generation.model import MultiExitLM, every_layer, load_backbone
+    from cee_bench.generation.model import MultiExitLM, backbone_provenance, every_layer, load_backbone
+    from cee_bench.provenance import data_provenance, provenance
     from cee_bench.results import environment, save_result
 
     torch.set_flush_denormal(True)  # tiny probabilities otherwise make CPU matmuls crawl (denormal floats)
     torch.manual_seed(seed)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    lm, tokenizer, backbone = load_backbone(model, device)
+    lm, tokenizer, backbone = load_backbone(model, device, revision)
+    inputs = provenance(data_provenance(splits.files), backbone_provenance(model, lm, backbone, revision))
     exit_layers = every_layer(len(lm.model.layers), cfg.exit_stride)
     full = MultiExitLM(lm, exit_layers)
     eval_prompts = _encode(tokenizer, full, splits.eval, task, cfg, seed, 0)
@@ -215,7 +219,7 @@ def _run(task: str, methods: list[str], splits: Splits, cfg, *, model: str | Non
             "config": {**asdict(cfg), "exit_layers": list(exit_layers), "device": device,
                        "torch_threads": torch.get_num_threads(), "model": model or backbone},
             "method_meta": _method_meta(spec, cfg, splits, info, ltt, reference_kind),
-            "environment": environment(),
+            "environment": environment(), "provenance": inputs,
             "eval_split": {"source": splits.source, "ids": eval_prompts.ids,
                            "calibration_ids": calib_prompts.ids,
                            "note": "evaluation = the first examples, calibration = the next ones"},
