@@ -57,34 +57,20 @@ def run(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars (CI logs)."),
 ) -> None:
     """Train and evaluate methods on one task; one JSON record per (task, method, seed)."""
-    from click.core import ParameterSource
-
-    from cee_bench.run_config import plan_runs
+    from cee_bench.run_config import option_types, plan_runs
 
     params = dict(ctx.params)
     if config is None:
         planned = [{**params, "grids": {}}]
     else:
-        explicit = {name for name in params if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
-        planned = plan_runs(config, params, explicit, lambda key, value: _convert_option(ctx, config, key, value))
+        # by name: typer vendors its own click, whose ParameterSource is not click's
+        explicit = {name for name in params if getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"}
+        planned = plan_runs(config, params, explicit, option_types(run))
     runs = [_checked(values) for values in planned]
     for values in runs:  # every run is checked before the first one starts
         _run_one(values, check_only=True)
     paths = [path for values in runs for path in _run_one(values)]
     console.print(f"{len(paths)} result file(s) under {', '.join(sorted({str(v['output_dir']) for v in runs}))}")
-
-
-def _convert_option(ctx: typer.Context, config: Path, key: str, value: object) -> object:
-    """A config file's value as the option's type, or one line naming the file and the key."""
-    import click
-
-    param = next(p for p in ctx.command.params if p.name == key)
-    if value is None:
-        return None
-    try:
-        return param.type.convert(value, param, ctx)
-    except click.BadParameter as exc:
-        raise UserError(f"config file {config}: {key}: {exc.message}") from None
 
 
 def _checked(values: dict) -> dict:

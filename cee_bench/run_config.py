@@ -14,13 +14,12 @@ should not have (a typo, an option of another command) is a user error naming it
 
 from __future__ import annotations
 
-import json
+import typing
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from cee_bench.errors import UserError
 
-PATH_OPTIONS = ("data_dir", "output_dir")
 LIST_KEYS = ("grid", "methods", "seeds")  # given as YAML lists or as the command line's comma-separated strings
 FILE_ONLY = ("grids", "runs")
 
@@ -58,12 +57,35 @@ def check_keys(config: dict[str, Any], allowed: Iterable[str], path: Path, *, wh
                         f"known: {', '.join(sorted(allowed))}")
 
 
+def option_types(command: Callable[..., Any]) -> dict[str, type]:
+    """Option name → the plain type of a command's parameter (Optional[X] → X), from its annotations."""
+    types = {}
+    for name, hint in typing.get_type_hints(command).items():
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        types[name] = args[0] if args else hint
+    return types
+
+
+def convert(path: Path, key: str, value: Any, kind: type) -> Any:
+    """A file's value as the option's type; YAML already gives numbers and booleans, so only widening (an int where
+    a float is expected, a number where a string is) is done, and anything else is a user error naming the key."""
+    if value is None or (kind is float and isinstance(value, int) and not isinstance(value, bool)):
+        return None if value is None else float(value)
+    if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if kind is Path and isinstance(value, str):
+        return Path(value)
+    if isinstance(value, bool) != (kind is bool) or not isinstance(value, kind):
+        raise UserError(f"config file {path}: {key}: {value!r} is not a valid {kind.__name__}")
+    return value
+
+
 def plan_runs(path: Path, params: dict[str, Any], explicit: set[str],
-              convert: Callable[[str, Any], Any] = lambda key, value: value) -> list[dict[str, Any]]:
+              types: dict[str, type] | None = None) -> list[dict[str, Any]]:
     """The option sets of every run the file asks for: `params` are the command's parsed options (defaults
-    included), `explicit` those given on the command line, which win; `convert(key, value)` turns a file's value
-    into the option's type (a user error when it cannot). Relative paths are read from the working directory, as on
-    the command line."""
+    included), `explicit` those given on the command line, which win; `types` (`option_types`) are what the file's
+    values must be. Relative paths are read from the working directory, as on the command line."""
+    types = types or {}
     config = read_config(path)
     allowed = set(params) - {"config"}
     check_keys(config, allowed | set(FILE_ONLY), path)
@@ -87,10 +109,8 @@ def plan_runs(path: Path, params: dict[str, Any], explicit: set[str],
             merged.pop("seeds", None)
         if "seeds" in explicit:
             merged.pop("seed", None)
-        values = {**params, **{key: convert(key, value) for key, value in merged.items()}}
-        for key in PATH_OPTIONS:
-            if values.get(key) is not None:
-                values[key] = Path(values[key])
+        values = {**params, **{key: convert(path, key, value, types[key]) if key in types else value
+                               for key, value in merged.items()}}
         values["grids"] = {str(name): list(grid) for name, grid in grids.items()}
         planned.append(values)
     return planned

@@ -123,13 +123,15 @@ def check_seeds(seeds: list[Any]) -> list[int]:
 
 def parse_seeds(spec: str) -> list[int]:
     """`--seeds 42,43,44` as integers (empty, repeated or non-integer values are user errors)."""
+    if not spec.strip():
+        return check_seeds([])
     seeds = []
     for part in (p.strip() for p in spec.split(",")):
         try:
             seeds.append(int(part))
         except ValueError:
             raise UserError(f"--seeds: '{part}' is not an integer") from None
-    return check_seeds(seeds) if spec.strip() else check_seeds([])
+    return check_seeds(seeds)
 
 
 def run_seed(opts: RunOptions) -> list[Path]:
