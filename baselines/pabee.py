@@ -35,6 +35,10 @@ class Pabee(Method):
     def rule(self, model: MultiExitModel | None, threshold: Any) -> ExitRule:
         return Patience(int(threshold))
 
+    def ltt_order(self, grid: Sequence[Any]) -> list[int]:
+        """Patience 0 is the full model; otherwise the longer the patience, the later the exit."""
+        return sorted(range(len(grid)), key=lambda i: (grid[i] != 0, -grid[i]))
+
     def fit(self, ctx: FitContext) -> None:
         weights = torch.arange(1, ctx.model.num_layers + 1, dtype=torch.float)
         ctx.train_stage("train", list(ctx.model.parameters()),

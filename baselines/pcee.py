@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 from baselines.pabee import Pabee
 from cee_bench.exits import ConsecutiveConfident, ExitRule
-from cee_bench.method import CPU_STAGE, SMOKE_STAGE
+from cee_bench.method import CPU_STAGE, SMOKE_STAGE, Method
 from cee_bench.multiexit import MultiExitModel
 from cee_bench.training import Stage
 
@@ -47,6 +47,8 @@ class PceeBert(Pabee):
 
     def rule(self, model: MultiExitModel | None, threshold: Any) -> ExitRule:
         return ConsecutiveConfident(float(threshold), self.patience)
+
+    ltt_order = Method.ltt_order  # the τ grid is conservative first (PABEE's patience order does not apply)
 
     def metadata(self) -> dict[str, Any]:
         return {**super().metadata(), "patience": self.patience, "weights_schema": "asc", "do_ensemble": 0}

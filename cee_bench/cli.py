@@ -38,10 +38,11 @@ def _given(ctx: typer.Context, name: str) -> bool:
 @app.command()
 def run(
     ctx: typer.Context,
-    task: str = typer.Option(..., help="Task: rte, mrpc, sst2, qnli, qqp, mnli; cnndm, dolly (generation). "
-                                       "See `cee-bench list`."),
+    task: Optional[str] = typer.Option(None, help="Task: rte, mrpc, sst2, qnli, qqp, mnli; cnndm, dolly (generation). "
+                                                   "See `cee-bench list`. Required, here or in --config."),
     methods: str = typer.Option("all", help="Comma-separated method names, or 'all'."),
     model: Optional[str] = typer.Option(None, help="Hub id or local path; default: the packaged all-MiniLM-L6-v2."),
+    revision: Optional[str] = typer.Option(None, help="Hub revision (branch, tag or commit) of a --model hub id."),
     data_dir: Optional[Path] = typer.Option(None, envvar="CEE_BENCH_DATA_DIR",
                                             help="GLUE-layout folder (<dir>/RTE/train.tsv...); default: the hub."),
     output_dir: Path = typer.Option(Path("results"), help="Where result records are written."),
@@ -55,11 +56,15 @@ def run(
     max_eval_samples: Optional[int] = typer.Option(None, help="Evaluate on at most this many examples per split."),
     latency_examples: Optional[int] = typer.Option(None, help="Examples timed for wall-clock latency."),
     grid: Optional[str] = typer.Option(None, help="Comma-separated thresholds replacing the method's grid "
-                                                  "(one method only)."),
+                                                  "(one method only; ConsistentEE: its alpha_depth grid)."),
     delta: Optional[float] = typer.Option(None, help="Generation: Learn-then-Test tolerance δ in (0, 1)."),
     epsilon: Optional[float] = typer.Option(None, help="Generation: Learn-then-Test risk level ε in (0, 1)."),
     greedy: bool = typer.Option(False, "--greedy", help="Generation: greedy decoding instead of the paper's sampling."),
-    seed: int = typer.Option(42, help="Random seed."),
+    seed: Optional[int] = typer.Option(None, help="Random seed (default 42)."),
+    seeds: Optional[str] = typer.Option(None, help="Comma-separated seeds: every method runs once per seed "
+                                                   "(instead of --seed)."),
+    config: Optional[Path] = typer.Option(None, help="YAML/JSON file of run options (also `grids:` per method and "
+                                                     "`runs:`); options given here override it."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     force: bool = typer.Option(False, "--force", help="Recompute results that already exist."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code",
@@ -67,39 +72,87 @@ def run(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars (CI logs)."),
 ) -> None:
     """Train and evaluate methods on one task; one JSON record per (task, method, seed)."""
-    from cee_bench.distributed import is_main, require_one_process
-    from cee_bench.generation.tasks import GENERATION_TASKS
-    from cee_bench.runner import RunOptions, parse_grid
-    from cee_bench.runner import run as run_classification
+    from cee_bench.distributed import is_main
+    from cee_bench.run_config import option_types, plan_runs
 
+    params = dict(ctx.params)
+    explicit = {name for name in params if _given(ctx, name)}
+    if config is None:
+        planned = [{**params, "grids": {}}]
+    else:
+        planned = plan_runs(config, params, explicit, option_types(run))
+    defaults = {p.name: p.default for p in ctx.command.params}
+    runs = [_checked(values, explicit | {n for n in values if n in defaults and values[n] != defaults[n]})
+            for values in planned]
+    for values in runs:  # every run is checked before the first one starts
+        _run_one(values, check_only=True)
+    paths = [path for values in runs for path in _run_one(values)]
+    if is_main():
+        console.print(f"{len(paths)} result file(s) under {', '.join(sorted({str(v['output_dir']) for v in runs}))}")
+
+
+def _checked(values: dict, given: set[str]) -> dict:
+    """The seeds and the task of one run, checked (both --seed and --seeds is an error), and no option `given` that
+    the task's kind does not read."""
+    from cee_bench.generation.tasks import GENERATION_TASKS
+    from cee_bench.runner import parse_seeds
+
+    task = values["task"]
+    if task is None:
+        raise UserError("--task is required (on the command line or in --config)")
     generation = task in GENERATION_TASKS
-    foreign = [name for name in (CLASSIFICATION_ONLY if generation else GENERATION_ONLY) if _given(ctx, name)]
+    foreign = [name for name in (CLASSIFICATION_ONLY if generation else GENERATION_ONLY) if name in given]
     if foreign:
         raise UserError(f"{flag(foreign[0])} applies to {'classification' if generation else 'generation'} tasks "
                         f"only, and {task} is a {'generation' if generation else 'classification'} task")
-    if generation:
+    if values["seed"] is not None and values["seeds"] is not None:
+        raise UserError("give either --seed or --seeds, not both")
+    values = dict(values)
+    values["seed_list"] = parse_seeds(values["seeds"]) if values["seeds"] is not None else [values["seed"] or 42]
+    return values
+
+
+def _run_one(values: dict, check_only: bool = False) -> list[Path]:
+    """One run of the plan: the generation track or the classification runner; with `check_only`, only the checks
+    that need no data or model (the generation track checks its options as it starts)."""
+    from cee_bench.distributed import require_one_process
+    from cee_bench.generation.tasks import GENERATION_TASKS
+    from cee_bench.runner import RunOptions, check_options, parse_grid
+    from cee_bench.runner import run as run_classification
+
+    grid = parse_grid(values["grid"]) if values["grid"] is not None else None
+    if values["task"] in GENERATION_TASKS:
         from cee_bench.generation.registry import GENERATION_METHODS
         from cee_bench.generation.run import run_generation
 
+        if values["grids"]:
+            raise UserError("`grids` applies to classification tasks; the generation track takes --grid")
+        if check_only:
+            return []
         require_one_process("generation (its training has its own loops)")
-        names = list(GENERATION_METHODS) if methods == "all" else [m.strip() for m in methods.split(",") if m.strip()]
-        paths = run_generation(task, names, model=model, data_dir=data_dir, output_dir=output_dir, preset=preset,
-                               seed=seed, device=device, force=force, quiet=quiet, max_eval_samples=max_eval_samples,
-                               max_train_samples=max_train_samples,
-                               thresholds=parse_grid(grid) if grid is not None else None, delta=delta,
-                               epsilon=epsilon, greedy=greedy)
-        console.print(f"{len(paths)} result file(s) under {output_dir}")
-        return
-
-    options = RunOptions(task=task, methods=methods, model=model, data_dir=data_dir, output_dir=output_dir,
-                         preset=preset, seed=seed, device=device, force=force, quiet=quiet, pooling=pooling,
-                         trust_remote_code=trust_remote_code, epochs=epochs, batch_size=batch_size, lr=lr,
-                         max_seq_length=max_seq_length, max_train_samples=max_train_samples,
-                         max_eval_samples=max_eval_samples, latency_examples=latency_examples,
-                         grid=parse_grid(grid) if grid is not None else None)
-    paths = run_classification(options)
-    if is_main():
-        console.print(f"{len(paths)} result file(s) under {output_dir}")
+        spec = values["methods"]
+        names = list(GENERATION_METHODS) if spec == "all" else [m.strip() for m in spec.split(",") if m.strip()]
+        return [path for seed in values["seed_list"]
+                for path in run_generation(values["task"], names, model=values["model"], data_dir=values["data_dir"],
+                                           output_dir=values["output_dir"], preset=values["preset"], seed=seed,
+                                           device=values["device"], force=values["force"], quiet=values["quiet"],
+                                           max_eval_samples=values["max_eval_samples"],
+                                           max_train_samples=values["max_train_samples"], thresholds=grid,
+                                           delta=values["delta"], epsilon=values["epsilon"],
+                                           greedy=values["greedy"], revision=values["revision"])]
+    options = RunOptions(task=values["task"], methods=values["methods"], model=values["model"],
+                         revision=values["revision"], data_dir=values["data_dir"], output_dir=values["output_dir"],
+                         preset=values["preset"], seed=values["seed_list"][0], seeds=values["seed_list"],
+                         device=values["device"], force=values["force"], quiet=values["quiet"],
+                         pooling=values["pooling"], trust_remote_code=values["trust_remote_code"],
+                         epochs=values["epochs"], batch_size=values["batch_size"], lr=values["lr"],
+                         max_seq_length=values["max_seq_length"], max_train_samples=values["max_train_samples"],
+                         max_eval_samples=values["max_eval_samples"], latency_examples=values["latency_examples"],
+                         grid=grid, grids=values["grids"])
+    if check_only:
+        check_options(options)
+        return []
+    return run_classification(options)
 
 
 @app.command()

@@ -2,7 +2,8 @@
 
 Operating points (DESIGN.md): "no loss" = the largest saving whose score is at least the reference's; "le1_loss" =
 the largest saving whose score is at least 0.99 × the reference's. They are *chosen* on the held-out split and
-*reported* on the evaluation split, each number naming its split.
+*reported* on the evaluation split, each number naming its split. A third point, `ltt90_le1` ("≤1% loss with 90%
+confidence"), comes with a statistical guarantee instead of a point estimate: see `choose_ltt_point`.
 """
 
 from __future__ import annotations
@@ -12,19 +13,28 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from cee_bench.exits import ExitRule, simulate
+from cee_bench.generation.ltt import learn_then_test
 from cee_bench.metrics import layer_figures, scores
 from cee_bench.tasks import Task
 from cee_bench.trace import Trace
 
 OPERATING_POINTS = {"no_loss": 1.0, "le1_loss": 0.99}
+LTT_POINT = "ltt90_le1"
+LTT_LOSS = 0.01  # δ = LTT_LOSS × the reference score
+LTT_EPSILON = 0.1  # 1 − ε = 90% confidence
+LTT_BOUND = "binomial"  # the risks are disagreement indicators (0 or 1)
+
+
+def rule_predictions(trace: Trace, rule: ExitRule) -> tuple[np.ndarray, np.ndarray]:
+    """The simulated prediction and 1-based exit layer of every example under `rule`."""
+    exits = simulate(trace.signals, rule)
+    preds = trace.signals["logits"][np.arange(len(trace)), exits].argmax(-1).numpy()
+    return preds, exits.numpy() + 1
 
 
 def evaluate_rule(trace: Trace, rule: ExitRule, task: Task) -> tuple[dict[str, Any], np.ndarray]:
     """One curve point (scores and layer figures) and the 1-based exit layer of every example."""
-    exits = simulate(trace.signals, rule)
-    logits = trace.signals["logits"][np.arange(len(trace)), exits]
-    preds = logits.argmax(-1).numpy()
-    exit_layers = exits.numpy() + 1
+    preds, exit_layers = rule_predictions(trace, rule)
     point = {"scores": scores(task.metrics, preds, trace.labels.numpy()), **layer_figures(exit_layers, trace.num_layers)}
     point["score"] = point["scores"][task.main_metric]
     return point, exit_layers
@@ -58,3 +68,30 @@ def choose_operating_points(select_curve: list[dict[str, Any]], reference: float
                         "met_on_selection": bool(passing), "selection_score": select_curve[index]["score"],
                         "selection_saved_layers": select_curve[index]["saved_layers"]}
     return chosen
+
+
+def choose_ltt_point(candidate_preds: Sequence[np.ndarray], full_depth_preds: Sequence[np.ndarray],
+                     reference: float, *, loss: float = LTT_LOSS, epsilon: float = LTT_EPSILON) -> dict[str, Any]:
+    """The "≤1% loss with 90% confidence" point by Learn-then-Test on held-out predictions.
+
+    `candidate_preds[j]` are candidate j's held-out predictions, `full_depth_preds[j]` those of the same model at its
+    full depth; candidates come most conservative first, in an order fixed without looking at held-out data (the
+    method's grid order, `Method.ltt_order`), as fixed-sequence testing requires. The risk of an example is
+    1[prediction at λ ≠ prediction at full depth], δ = `loss` × `reference`, and the p-values are the exact binomial
+    tail (`generation/ltt.py`). The most aggressive candidate of the passing prefix is returned (`candidate`, an
+    index into the lists), or None — fall back to the full depth (`fallback`) — when the first one fails.
+
+    What is guaranteed: with probability ≥ 1 − ε over the held-out draw, the chosen candidate's disagreement rate with
+    its own model at full depth, on the distribution held-out was drawn from (GLUE train, not dev), is ≤ δ; since an
+    example can only turn wrong by changing its prediction, its *accuracy* drop against its own full depth is ≤ δ too.
+    Not guaranteed: the drop against another model (the full-model row, whose score `reference` may be), nor F1 (one
+    changed prediction moves F1 by more than 1/n; on MRPC/QQP the point bounds accuracy, not the reported F1), nor δ
+    being exactly 1% of the population score (the reference is itself a held-out estimate).
+    """
+    delta = loss * reference
+    risks = [(np.asarray(c) != np.asarray(f)).astype(float).tolist() for c, f in zip(candidate_preds, full_depth_preds)]
+    result = learn_then_test(risks, delta, epsilon, bound=LTT_BOUND)
+    return {"candidate": result.chosen, "fallback": result.chosen is None,
+            "ltt": {"delta": delta, "epsilon": epsilon, "loss": loss, "bound": LTT_BOUND, "n": len(risks[0]),
+                    "risk": "1[prediction != prediction at full depth of the same model]",
+                    "mean_risks": result.mean_risks, "p_values": result.p_values}}

@@ -33,6 +33,7 @@ HELDOUT_SEED = 20240101  # fixed, so every method and seed shares the same held-
 class Example:
     texts: tuple[str, ...]
     label: int
+    id: str = ""  # the row's id in its source file: GLUE's `idx` on the hub, the 0-based data-row index of a TSV
 
 
 @dataclass
@@ -41,6 +42,8 @@ class Splits:
     heldout: list[Example]
     dev: list[Example]
     source: str  # where the data came from, for the results metadata
+    files: tuple[Path, ...] = ()  # every local file read (their sha256 go into the record's provenance)
+    hub: dict[str, Any] | None = None  # for hub data: dataset id, config and each split's fingerprint
 
 
 def resolve_data_dir(data_dir: Path | None) -> Path | None:
@@ -63,10 +66,10 @@ def load_splits(task: Task, data_dir: Path | None, *, max_train: int | None = No
             raise UserError(f"task folder not found: {folder} (expected the GLUE layout <data-dir>/{task.glue_dir}/)")
         train_all = read_glue_tsv(task, folder / task.train_file)
         dev = read_glue_tsv(task, folder / task.dev_file)
-        source = str(folder)
+        source, files, hub = str(folder), (folder / task.train_file, folder / task.dev_file), None
     else:
-        train_all, dev = _load_hub(task)
-        source = f"hub:{HUB_DATASET}/{task.hub_config}"
+        train_all, dev, hub = _load_hub(task)
+        source, files = f"hub:{HUB_DATASET}/{task.hub_config}", ()
     if not train_all or not dev:
         raise UserError(f"task {task.name}: empty {'train' if not train_all else 'dev'} split in {source}")
     order = list(range(len(train_all)))
@@ -78,7 +81,7 @@ def load_splits(task: Task, data_dir: Path | None, *, max_train: int | None = No
         train = random.Random(seed).sample(train, min(max_train, len(train)))
     if max_eval is not None:
         heldout, dev = heldout[:max_eval], dev[:max_eval]
-    return Splits(train=train, heldout=heldout, dev=dev, source=source)
+    return Splits(train=train, heldout=heldout, dev=dev, source=source, files=files, hub=hub)
 
 
 def read_glue_tsv(task: Task, path: Path) -> list[Example]:
@@ -109,11 +112,11 @@ def read_glue_tsv(task: Task, path: Path) -> list[Example]:
             raw_label = row[cols[-1]].strip()
             if raw_label not in label_ids:
                 raise UserError(f"{path}:{line_no}: label '{raw_label}' is not one of {', '.join(task.tsv_labels)}")
-            examples.append(Example(tuple(row[c] for c in cols[:-1]), label_ids[raw_label]))
+            examples.append(Example(tuple(row[c] for c in cols[:-1]), label_ids[raw_label], str(len(examples))))
     return examples
 
 
-def _load_hub(task: Task) -> tuple[list[Example], list[Example]]:
+def _load_hub(task: Task) -> tuple[list[Example], list[Example], dict[str, Any]]:
     try:
         import datasets
         from huggingface_hub.utils import logging as hub_logging
@@ -127,9 +130,13 @@ def _load_hub(task: Task) -> tuple[list[Example], list[Example]]:
 
     def convert(split: str) -> list[Example]:
         rows = ds[split]
-        return [Example(tuple(r[c] for c in task.hub_text_columns), int(r["label"])) for r in rows]
+        return [Example(tuple(r[c] for c in task.hub_text_columns), int(r["label"]), str(r.get("idx", n)))
+                for n, r in enumerate(rows)]
 
-    return convert("train"), convert(task.hub_dev_split)
+    splits = ("train", task.hub_dev_split)
+    hub = {"dataset": HUB_DATASET, "config": task.hub_config,
+           "fingerprints": {split: getattr(ds[split], "_fingerprint", None) for split in splits}}
+    return convert("train"), convert(task.hub_dev_split), hub
 
 
 @dataclass
@@ -139,6 +146,7 @@ class Encoded:
     input_ids: list[list[int]]
     token_type_ids: list[list[int]] | None
     labels: torch.Tensor
+    ids: list[str] | None = None  # the examples' ids (`Example.id`), for per-example logs
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -175,4 +183,4 @@ def encode(tokenizer: Any, examples: list[Example], max_length: int) -> Encoded:
     columns = [list(column) for column in zip(*(e.texts for e in examples))]
     out = tokenizer(*columns, truncation=True, max_length=max_length)
     return Encoded(input_ids=out["input_ids"], token_type_ids=out.get("token_type_ids"),
-                   labels=torch.tensor([e.label for e in examples], dtype=torch.long))
+                   labels=torch.tensor([e.label for e in examples], dtype=torch.long), ids=[e.id for e in examples])

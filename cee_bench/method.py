@@ -61,6 +61,12 @@ class Method:
         an out-of-domain threshold is a `UserError` raised before anything is written."""
         raise NotImplementedError
 
+    def ltt_order(self, grid: Sequence[Any]) -> list[int]:
+        """Indices of `grid` from the most conservative value to the most aggressive, fixed without data, for
+        Learn-then-Test's fixed-sequence testing (`curve.choose_ltt_point`). Grids are written conservative first
+        unless a method says otherwise."""
+        return list(range(len(grid)))
+
     def with_grid(self, stages: dict[str, Stage], grid: list[Any]) -> dict[str, Stage]:
         """Stages for a `--grid` given on the command line. Most methods replay their grid over one model, so the
         stages stay as they are; a method that trains one model per grid value puts the grid into its stages."""

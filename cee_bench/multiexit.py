@@ -48,9 +48,10 @@ def resolve_model(model: str | None) -> tuple[str, str]:
     return model, model.split("/")[-1]
 
 
-def load_backbone(model: str | None, *, trust_remote_code: bool = False) -> tuple[nn.Module, Any, str]:
+def load_backbone(model: str | None, *, trust_remote_code: bool = False,
+                  revision: str | None = None) -> tuple[nn.Module, Any, str]:
     """(encoder, tokenizer, backbone name), loading safetensors where they exist and never running remote code
-    unless the user asked for it."""
+    unless the user asked for it; `revision` (a hub branch, tag or commit) pins a hub id's weights."""
     from huggingface_hub.utils import logging as hub_logging
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -59,10 +60,12 @@ def load_backbone(model: str | None, *, trust_remote_code: bool = False) -> tupl
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     source, name = resolve_model(model)
+    if revision is not None and Path(source).exists():
+        raise UserError(f"--revision applies to hub ids, not to the local model folder {source}")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, revision=revision)
         has_safetensors = Path(source).is_dir() and any(Path(source).glob("*.safetensors"))
-        encoder = AutoModel.from_pretrained(source, trust_remote_code=trust_remote_code,
+        encoder = AutoModel.from_pretrained(source, trust_remote_code=trust_remote_code, revision=revision,
                                             use_safetensors=True if has_safetensors else None)
     except Exception as exc:  # unreadable folder, unknown hub id, offline, ...
         raise UserError(f"cannot load model '{model or source}': {type(exc).__name__}: {str(exc).splitlines()[0]}") \

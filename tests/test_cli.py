@@ -79,7 +79,9 @@ def test_smoke_run_report_and_resume(tmp_path, glue, cli):
     for point in record["operating_points"].values():
         assert point["real_vs_simulated_agreement"] == 1.0
         assert point["latency"]["b1"]["ee_ms_median"] > 0
-        assert len(record["per_example"]["no_loss"]["exit_layers"]) == record["data"]["dev"]
+    assert set(record["per_example"]["points"]) == set(record["operating_points"])
+    for point in record["per_example"]["points"].values():
+        assert len(point["exit_layers"]) == len(point["predictions"]) == record["data"]["dev"]
     assert record["environment"]["packages"]["torch"]
 
     code, out, _ = cli("report", "--results-dir", str(out_dir), "--format", "csv",

@@ -259,16 +259,44 @@ def test_fit_returns_one_model_per_alpha_with_round_logs() -> None:
     for log in rounds.values():
         assert 1 <= len(log) <= 2
         assert abs(sum(log[-1]["exit_histogram"]) - 1) < 1e-3
-        assert 0 <= log[-1]["accuracy"] <= 1
+        assert 0 <= log[-1]["accuracy"] <= 1 and log[-1]["metric"] == "accuracy"
+    assert set(ctx.meta["converged"]) == {"0", "0.3"}
+    assert ctx.meta["alpha_per_layer"] == {"0": 0.0, "0.3": pytest.approx(0.3 / (L - 1))}
     assert ctx.log["reward"] == "hardness" and "max_rounds" in ctx.log["convergence"]
 
 
 def test_converged_needs_both_the_exit_distribution_and_the_score_to_settle() -> None:
     stage = cee.PolicyStage(epochs=1, batch_size=8, lr=1e-3, exit_tolerance=0.05, score_tolerance=0.01)
-    a = {"exit_histogram": [0.5, 0.5, 0.0], "accuracy": 0.80}
-    assert cee.converged(a, {"exit_histogram": [0.48, 0.52, 0.0], "accuracy": 0.805}, stage)
-    assert not cee.converged(a, {"exit_histogram": [0.3, 0.7, 0.0], "accuracy": 0.80}, stage)
-    assert not cee.converged(a, {"exit_histogram": [0.5, 0.5, 0.0], "accuracy": 0.75}, stage)
+    a = {"exit_histogram": [0.5, 0.5, 0.0], "score": 0.80}
+    assert cee.converged(a, {"exit_histogram": [0.48, 0.52, 0.0], "score": 0.805}, stage)
+    assert not cee.converged(a, {"exit_histogram": [0.3, 0.7, 0.0], "score": 0.80}, stage)
+    assert not cee.converged(a, {"exit_histogram": [0.5, 0.5, 0.0], "score": 0.75}, stage)
+
+
+def test_convergence_watches_the_tasks_main_metric() -> None:
+    """On an F1 task the round statistics carry F1 as the score the convergence test compares."""
+    model = tiny_model()
+    ctx = fit_context(model, alphas=(0.3,), max_rounds=2)
+    ctx.main_metric = "f1"
+    cee.METHOD.fit(ctx)
+    log = ctx.log["rounds"]["0.3"]
+    assert all(r["metric"] == "f1" and 0 <= r["score"] <= 1 for r in log)
+    assert ctx.meta["converged"] == {"0.3": log[-1]["converged"]}
+    assert ctx.meta["step1_shared_across_alphas"] is True
+
+
+def test_alpha_grid_is_depth_free() -> None:
+    """One α_depth gives the same top-over-first-layer depth cost on every depth: α·(L−1) = α_depth."""
+    for layers in (4, 6, 12, 24):
+        alpha = cee.alpha_per_layer(1.5, layers)
+        assert alpha == pytest.approx(1.5 / (layers - 1))
+        cost = cee.reward(torch.zeros(1), torch.tensor([1]), alpha, num_layers=layers) - \
+            cee.reward(torch.zeros(1), torch.tensor([layers]), alpha, num_layers=layers)
+        assert float(cost) == pytest.approx(1.5)
+    assert cee.alpha_per_layer(1.5, 6) == pytest.approx(2 * cee.alpha_per_layer(1.5, 11))
+    cpu = cee.METHOD.stages["cpu"]["policy"].alphas
+    assert len(cpu) >= 6 and min(cpu) == 0 and list(cpu) == sorted(cpu)
+    assert "L - 1" in cee.METHOD.preset_notes["cpu"]
 
 
 def test_vanilla_and_hardness_rewards_differ_in_training() -> None:

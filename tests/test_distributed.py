@@ -76,13 +76,14 @@ def test_two_processes_write_one_record_per_method_naming_their_world(runs) -> N
     one = _records(runs[1][0])["full"]["environment"]["distributed"]
     assert one["world_size"] == 1 and one["backend"] is None
     # ConsistentEE stores one model per α
-    assert set(records["consistentee"]["model_store"]["files"]) == {"alpha=0.02", "alpha=0.2"}
+    assert set(records["consistentee"]["model_store"]["files"]) == {"alpha_depth=0.1", "alpha_depth=1"}
 
 
 def test_dev_decisions_of_the_stored_two_process_models_equal_the_record(runs) -> None:
     """The two-process model's weights, evaluated again here in one process, make the record's decisions."""
     from cee_bench.curve import evaluate_rule
     from cee_bench.data import encode, load_splits
+    from cee_bench.exits import Never
     from cee_bench.method import get_method
     from cee_bench.multiexit import load_backbone
     from cee_bench.store import SINGLE, load_model, variant_name
@@ -101,12 +102,14 @@ def test_dev_decisions_of_the_stored_two_process_models_equal_the_record(runs) -
         method = get_method(name)
         store = record["model_store"]
         for point_name, point in record["operating_points"].items():
-            variant = variant_name(method.threshold_name, point["threshold"])
+            fallback = point.get("fallback", False)  # Learn-then-Test found nothing: that model at full depth
+            value = point["full_depth_of"] if fallback else point["threshold"]
+            variant = variant_name(method.threshold_name, value)
             model = load_model(folder / store["path"], variant if variant in store["files"] else SINGLE)
             trace = compute_trace(model, dev, split="dev", batch_size=32)
-            _, exits = evaluate_rule(trace, method.rule(model, point["threshold"]), task)
+            _, exits = evaluate_rule(trace, Never() if fallback else method.rule(model, value), task)
             preds = trace.signals["logits"][np.arange(len(exits)), exits - 1].argmax(-1).numpy()
-            expected = record["per_example"][point_name]
+            expected = record["per_example"]["points"][point_name]
             assert exits.tolist() == expected["exit_layers"], (name, point_name)
             assert preds.tolist() == expected["predictions"], (name, point_name)
 

