@@ -27,22 +27,28 @@ def result_path(output_dir: Path, task: str, method: str, seed: int) -> Path:
 
 
 def save_result(output_dir: Path, record: dict[str, Any]) -> Path:
-    """Write `record` atomically (temp file in the same folder, then rename) and return its path."""
+    """Write `record` atomically and return its path."""
     path = result_path(output_dir, record["task"], record["method"], int(record["seed"]))
+    write_json(path, {"schema": SCHEMA_VERSION, **record})
+    return path
+
+
+def write_json(path: Path, record: dict[str, Any]) -> None:
+    """Write `record` as JSON atomically (temp file in the same folder, then rename): an interrupted write leaves the
+    old file, never half of a new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    record = {"schema": SCHEMA_VERSION, **record}
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as handle:
             json.dump(record, handle, indent=1, default=_jsonable)
+            handle.write("\n")
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would make shared results unreadable to others
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would make shared (or committed) files unreadable to others
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
 
 
 def load_results(results_dir: Path) -> list[dict[str, Any]]:
