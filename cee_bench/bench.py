@@ -358,7 +358,7 @@ def bench_command(
         skipped = sum(not entry.figures.machine_independent for entry in old.entries.values())
         console.print(f"[bold yellow]{escape(mismatch)}: gating only the machine-independent ratios ({skipped} "
                       "trace-sweep figures not compared); record this machine's baseline with `cee-bench bench "
-                      "--save`[/]")
+                      "--save`[/]", soft_wrap=True)
     entries, _ = measure(device, count)
     rows = compare({name: entry.figures for name, entry in entries.items()}, old, limit, mismatch is None)
     rows = confirm(rows, lambda names: rerun(device, names), old, limit, mismatch is None)

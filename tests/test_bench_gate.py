@@ -10,6 +10,7 @@ early-exit path through `runtime.row_hook`, a sweep replayed twice) are the ones
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -51,10 +52,13 @@ def measured() -> dict[str, object]:
         patch.setattr(runtime, "row_hook", hook)
         patch.setattr(curve, "sweep", bench_slowdown.twice(curve.sweep))
         slowed = gate(baseline, bench.run_suite("cpu", keyword=SUBSET, rounds_scale=ROUNDS_SCALE).figures)
-    return {"baseline": baseline, "unchanged": unchanged, "slowed": slowed}
+    return {"baseline": baseline, "unchanged": unchanged, "slowed": slowed, "load": max(os.getloadavg()[:2])}
 
 
 def test_a_quarter_slower_early_exit_fails_at_batch_1_and_32(measured):
+    if measured["load"] > os.cpu_count():
+        pytest.skip(f"load average {measured['load']:.1f} on {os.cpu_count()} cores: one run's figures move by ±15%, "
+                    "so a 25% slowdown against the 20% floor is a coin toss here (CI runs on an idle machine)")
     rows = {row.name: row for row in measured["slowed"]}
     assert {name: rows[name].verdict for name in EARLY_EXIT} == dict.fromkeys(EARLY_EXIT, "REGRESSED"), \
         [(row.name, row.change, row.reruns, row.allowance) for row in rows.values()]
