@@ -23,8 +23,11 @@ EARLY_EXIT = {"early_exit[pabee-b1]", "early_exit[pabee-b32]"}
 SWEEP = "sweep[pabee]"
 SLOWDOWN = 0.25
 BASELINE_RUNS = 3
-# A 25% slowdown sits 5 points above the 20% floor, and a loaded machine moves one run's figures by ±15%: the tests
-# time three times the rounds (as the gate's reruns do) to keep their verdicts steady on a busy machine.
+# A run's early-exit figures sit up to ±5% from a 3-run baseline's median even on an idle machine, so a 25% slowdown
+# against the default 20% floor would be caught or missed by that noise alone (the full suite against the committed
+# 5-run baseline, at the default floor, is in the README). The tests gate at a 15% floor, which leaves the noise room,
+# and time three times the rounds, as the gate's reruns do.
+THRESHOLD = "15"
 ROUNDS_SCALE = bench.RERUN_ROUNDS_SCALE
 HERE = Machine("AMD EPYC", 2)
 ELSEWHERE = Machine("Intel(R) Xeon(R) Processor", 2)
@@ -36,7 +39,7 @@ def verdicts(rows: list[bench.Row]) -> dict[str, str]:
 
 def gate(baseline: Baseline, figures: dict[str, Figures]) -> list[bench.Row]:
     """The gate as `cee-bench bench` runs it: compare, then rerun what looks regressed (under the same hooks)."""
-    threshold = bench.parse_threshold(bench.DEFAULT_THRESHOLD)
+    threshold = bench.parse_threshold(THRESHOLD)
     rows = bench.compare(figures, baseline, threshold)
     return bench.confirm(rows, lambda names: bench.rerun("cpu", names), baseline, threshold, True)
 
@@ -44,6 +47,7 @@ def gate(baseline: Baseline, figures: dict[str, Figures]) -> list[bench.Row]:
 @pytest.fixture(scope="module")
 def measured() -> dict[str, object]:
     """A baseline from `BASELINE_RUNS` runs of the subset; the gate's rows for an unchanged run and a slowed one."""
+    load = os.getloadavg()[0]
     entries, last = bench.measure("cpu", BASELINE_RUNS, keyword=SUBSET, rounds_scale=ROUNDS_SCALE)
     baseline = Baseline(bench.BACKBONE, "cpu", last.machine_info, last.commit_info, entries, runs=BASELINE_RUNS)
     unchanged = gate(baseline, bench.run_suite("cpu", keyword=SUBSET, rounds_scale=ROUNDS_SCALE).figures)
@@ -52,13 +56,13 @@ def measured() -> dict[str, object]:
         patch.setattr(runtime, "row_hook", hook)
         patch.setattr(curve, "sweep", bench_slowdown.twice(curve.sweep))
         slowed = gate(baseline, bench.run_suite("cpu", keyword=SUBSET, rounds_scale=ROUNDS_SCALE).figures)
-    return {"baseline": baseline, "unchanged": unchanged, "slowed": slowed, "load": max(os.getloadavg()[:2])}
+    return {"baseline": baseline, "unchanged": unchanged, "slowed": slowed, "load": max(load, os.getloadavg()[0])}
 
 
 def test_a_quarter_slower_early_exit_fails_at_batch_1_and_32(measured):
     if measured["load"] > os.cpu_count():
-        pytest.skip(f"load average {measured['load']:.1f} on {os.cpu_count()} cores: one run's figures move by ±15%, "
-                    "so a 25% slowdown against the 20% floor is a coin toss here (CI runs on an idle machine)")
+        pytest.skip(f"1-minute load average {measured['load']:.1f} on {os.cpu_count()} cores: one run's figures move by ±15%, "
+                    "so a 25% slowdown is within their noise here (CI runs on an idle machine)")
     rows = {row.name: row for row in measured["slowed"]}
     assert {name: rows[name].verdict for name in EARLY_EXIT} == dict.fromkeys(EARLY_EXIT, "REGRESSED"), \
         [(row.name, row.change, row.reruns, row.allowance) for row in rows.values()]
@@ -74,7 +78,7 @@ def test_a_twice_slower_sweep_fails(measured):
 
 def test_unchanged_code_passes(measured):
     assert not [row for row in measured["unchanged"] if row.verdict == "REGRESSED"], measured["unchanged"]
-    assert set(verdicts(measured["unchanged"])) <= {"ok", "ok (rerun)", "faster"}
+    assert set(verdicts(measured["unchanged"]).values()) <= {"ok", "ok (rerun)", "faster"}
 
 
 def test_the_baseline_records_spreads_and_pytest_benchmarks_machine(measured):
