@@ -36,7 +36,8 @@ def main(mode: str, runs: int = 1) -> None:
     baseline = bench_baseline.load(path, "cpu", bench.BACKBONE)
     console = Console(width=200)
     if mode == "slowed":
-        runtime.row_hook = bench_slowdown.rows_slower(SLOWDOWN)
+        calibration = bench.run_suite("cpu", keyword="early_exit").figures
+        runtime.row_hook = bench_slowdown.rows_slower(SLOWDOWN, calibration)
         curve.sweep = bench_slowdown.twice(curve.sweep)
     largest: dict[str, float] = {}
     for run in range(runs):

@@ -193,14 +193,13 @@ def check_suite() -> None:
         raise UserError(f"the benchmark suite is not at {SUITE_FILE}; run `cee-bench bench` from a source checkout")
 
 
-def run_suite(device: str, keyword: str | None = None, names: list[str] | None = None, rounds_scale: int = 1,
-              extra: tuple[str, ...] = ()) -> SuiteRun:
+def run_suite(device: str, keyword: str | None = None, names: list[str] | None = None,
+              rounds_scale: int = 1) -> SuiteRun:
     """Run the pytest-benchmark suite in this process and read its JSON report.
 
     In-process, so that the test-only hooks a test sets (`cee_bench.runtime.layer_hook`, `row_hook`) are the ones the
     suite runs with. `keyword` is a pytest `-k` expression; `names` selects benchmarks by name (the reruns);
-    `rounds_scale` multiplies every benchmark's rounds; `extra` are more pytest arguments (the gate's tests time CPU
-    seconds with `--benchmark-timer time.thread_time` to calibrate an injected slowdown).
+    `rounds_scale` multiplies every benchmark's rounds.
     """
     import pytest
 
@@ -209,7 +208,7 @@ def run_suite(device: str, keyword: str | None = None, names: list[str] | None =
         report = Path(tmp) / "benchmarks.json"
         args = [*targets, f"--bench-device={device}", f"--bench-rounds-scale={rounds_scale}",
                 f"--benchmark-json={report}", "--benchmark-quiet",
-                "--benchmark-disable-gc", "-q", "-p", "no:cacheprovider", *(["-k", keyword] if keyword else []), *extra]
+                "--benchmark-disable-gc", "-q", "-p", "no:cacheprovider", *(["-k", keyword] if keyword else [])]
         code = pytest.main(args)
         if code != pytest.ExitCode.OK or not report.is_file():
             print(f"the benchmark suite failed (pytest exit code {int(code)}); see its output above", file=sys.stderr)

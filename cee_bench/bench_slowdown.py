@@ -1,13 +1,12 @@
 """Known slowdowns to inject into the latency suite, to show the gate catches them (tests and the sensitivity note).
 
-- `rows_slower(fraction, keyword)`: a `cee_bench.runtime.row_hook` that busy-waits, at every computed layer, for
-  `fraction` of one row's per-layer cost in the benchmark now running, times the rows still computed. It scales with the batch, so it
+- `rows_slower(fraction, calibration)`: a `cee_bench.runtime.row_hook` that busy-waits, at every computed layer, for
+  `fraction` of one row's per-layer cost in the benchmark now running (as timed in `calibration`, a run just before),
+  times the rows still computed. It scales with the batch, so it
   slows batch 32 as much as batch 1 (a per-call sleep is amortised away over the batch).
 - `twice(sweep)`: a `cee_bench.curve.sweep` that replays every sweep twice (exactly 2× slower).
 
-The row cost is measured in CPU seconds (one run of the suite with pytest-benchmark's timer set to
-`time.thread_time`) and the hook waits for CPU seconds, so on a loaded machine the added work stretches exactly as the
-code it is added to, and the injected fraction does not depend on the load when calibrated or when slowed.
+Busy-waiting (not sleeping) keeps the added time on the CPU, as slower code would be.
 """
 
 from __future__ import annotations
@@ -20,15 +19,14 @@ from typing import Callable
 from cee_bench import bench
 
 
-def spin(cpu_seconds: float) -> None:
-    end = time.thread_time() + cpu_seconds
-    while time.thread_time() < end:
+def spin(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
         pass
 
 
-def row_costs(keyword: str | None = None) -> dict[str, float]:
-    """CPU seconds per row and computed layer of each early-exit benchmark."""
-    figures = bench.run_suite("cpu", keyword=keyword, extra=("--benchmark-timer", "time.thread_time")).figures
+def row_costs(figures: dict[str, bench.Figures]) -> dict[str, float]:
+    """Seconds per row and computed layer of each early-exit benchmark in a run of the suite."""
     rows_per_round = {"1": bench.B1_INPUTS, "32": bench.NUM_INPUTS}
     costs = {}
     for name, fig in figures.items():
@@ -43,9 +41,10 @@ def current_benchmark() -> str:
     return os.environ["PYTEST_CURRENT_TEST"].split("::")[-1].rsplit(" ", 1)[0].removeprefix("test_")
 
 
-def rows_slower(fraction: float, keyword: str | None = None) -> Callable[[int, int], None]:
-    """A row hook making each early-exit benchmark `fraction` slower (see the module docstring)."""
-    per_row_s = {name: fraction * cost for name, cost in row_costs(keyword).items()}
+def rows_slower(fraction: float, calibration: dict[str, bench.Figures]) -> Callable[[int, int], None]:
+    """A row hook making each early-exit benchmark `fraction` slower than it ran in `calibration` (a run just
+    before, so on a shared machine the load it was timed under is close to the load the slowed run sees)."""
+    per_row_s = {name: fraction * cost for name, cost in row_costs(calibration).items()}
 
     def hook(layer: int, rows: int) -> None:
         spin(rows * per_row_s[current_benchmark()])

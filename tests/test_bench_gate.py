@@ -50,8 +50,9 @@ def measured() -> dict[str, object]:
     load = os.getloadavg()[0]
     entries, last = bench.measure("cpu", BASELINE_RUNS, keyword=SUBSET, rounds_scale=ROUNDS_SCALE)
     baseline = Baseline(bench.BACKBONE, "cpu", last.machine_info, last.commit_info, entries, runs=BASELINE_RUNS)
-    unchanged = gate(baseline, bench.run_suite("cpu", keyword=SUBSET, rounds_scale=ROUNDS_SCALE).figures)
-    hook = bench_slowdown.rows_slower(SLOWDOWN, keyword=SUBSET)
+    now = bench.run_suite("cpu", keyword=SUBSET, rounds_scale=ROUNDS_SCALE).figures
+    unchanged = gate(baseline, now)
+    hook = bench_slowdown.rows_slower(SLOWDOWN, calibration=now)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(runtime, "row_hook", hook)
         patch.setattr(curve, "sweep", bench_slowdown.twice(curve.sweep))
@@ -61,8 +62,8 @@ def measured() -> dict[str, object]:
 
 def test_a_quarter_slower_early_exit_fails_at_batch_1_and_32(measured):
     if measured["load"] > os.cpu_count():
-        pytest.skip(f"1-minute load average {measured['load']:.1f} on {os.cpu_count()} cores: one run's figures move by ±15%, "
-                    "so a 25% slowdown is within their noise here (CI runs on an idle machine)")
+        pytest.skip(f"1-minute load average {measured['load']:.1f} on {os.cpu_count()} cores: one run's figures move "
+                    "by ±15%, so a 25% slowdown is within their noise here (CI runs on an idle machine)")
     rows = {row.name: row for row in measured["slowed"]}
     assert {name: rows[name].verdict for name in EARLY_EXIT} == dict.fromkeys(EARLY_EXIT, "REGRESSED"), \
         [(row.name, row.change, row.reruns, row.allowance) for row in rows.values()]
