@@ -33,8 +33,7 @@ from typing import Any, Callable
 import pytest
 import torch
 
-from cee_bench import bench
-from cee_bench.curve import sweep
+from cee_bench import bench, curve
 from cee_bench.exits import ExitRule, simulate
 from cee_bench.method import Method, get_method, method_names
 from cee_bench.multiexit import MultiExitModel
@@ -47,8 +46,7 @@ Batch = dict[str, torch.Tensor]
 
 TASK = get_task("sst2")  # two labels; the sweep only needs its metric
 BATCH_SIZES = (1, 32)
-B1_INPUTS = 4  # inputs run one by one in each batch-1 round
-ROUNDS = {1: 13, 32: 7, "sweep": 9, "decode": 7}  # odd, so the median is one round's ratio
+ROUNDS = {1: 13, 32: 7, "sweep": 9, "decode": 7}  # odd, so the median is one round's ratio (times an odd scale)
 WARMUP = 1
 SWEEP_TILES = 16  # the sweep replays the trace of the 32 inputs repeated this often
 # A round much shorter than the scheduler's time slice is either untouched or preempted whole, so a 2 ms sweep
@@ -89,17 +87,24 @@ def one_cpu_thread(device: torch.device):
 
 
 @pytest.fixture(scope="session")
+def rounds(request: pytest.FixtureRequest) -> dict[object, int]:
+    """Rounds per benchmark, times `--bench-rounds-scale` (the gate's confirmation reruns time longer)."""
+    scale = request.config.getoption("--bench-rounds-scale")
+    return {key: count * scale for key, count in ROUNDS.items()}
+
+
+@pytest.fixture(scope="session")
 def data():
     return bench.fixed_inputs()
 
 
 @pytest.fixture(scope="session")
 def batches(data, device: torch.device) -> dict[int, list[Batch]]:
-    """The timed inputs: the first `B1_INPUTS` one by one, and all of them as one padded batch of 32."""
+    """The timed inputs: the first `bench.B1_INPUTS` one by one, and all of them as one padded batch of 32."""
     def tensors(rows: list[int]) -> Batch:
         return {k: v.to(device) for k, v in data.collate(rows).items() if k in ("input_ids", "attention_mask")}
 
-    return {1: [tensors([i]) for i in range(B1_INPUTS)], 32: [tensors(list(range(len(data))))]}
+    return {1: [tensors([i]) for i in range(bench.B1_INPUTS)], 32: [tensors(list(range(len(data))))]}
 
 
 @pytest.fixture(scope="session")
@@ -129,9 +134,12 @@ def operating_point(data, device: torch.device) -> Callable[[str], OperatingPoin
 
 
 def paired(benchmark, device: torch.device, target: Callable[[], object], reference: Callable[[], object], *,
-           reference_name: str, rounds: int, expected_ratio: float = 1.0, **info: Any) -> float:
+           reference_name: str, rounds: int, machine_independent: bool, expected_ratio: float = 1.0,
+           **info: Any) -> None:
     """Time `target` with pytest-benchmark, timing `reference` just before every round (pedantic's setup, which is
-    not timed); record the per-round reference times and the median paired ratio in `extra_info`, and return it."""
+    not timed); the per-round reference times go in `extra_info`, where `cee-bench bench` pairs them with the
+    rounds of pytest-benchmark's JSON output. `machine_independent`: target and reference run the same work, so
+    their ratio transfers to another CPU (bench_baseline.Figures)."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     def synced(fn: Callable[[], object]) -> Callable[[], None]:
@@ -153,53 +161,54 @@ def paired(benchmark, device: torch.device, target: Callable[[], object], refere
             reference()
             target()
         benchmark.pedantic(target, setup=time_reference, rounds=rounds)
-    ratio = bench.paired_ratio(benchmark.stats.stats.data, reference_s)
-    benchmark.extra_info.update(reference=reference_name, reference_s=reference_s, ratio=ratio,
-                                expected_ratio=expected_ratio, **info)
-    return ratio
+    benchmark.extra_info.update(reference=reference_name, reference_s=reference_s, expected_ratio=expected_ratio,
+                                machine_independent=machine_independent, **info)
 
 
-def record_exits(benchmark, mean_exit: float, num_layers: int, ratio: float) -> None:
-    """Exit figures beside the timings; realised fraction = measured speed-up ÷ layer speed-up (DESIGN.md)."""
-    benchmark.extra_info.update(mean_exit_layer=mean_exit, saved_layers=1 - mean_exit / num_layers,
-                                realised_fraction=mean_exit / num_layers / ratio)
+def record_exits(benchmark, mean_exit: float, num_layers: int) -> None:
+    """Exit figures beside the timings; the gate derives the realised fraction (1 / normalised) from them."""
+    benchmark.extra_info.update(exits=True, mean_exit_layer=mean_exit, saved_layers=1 - mean_exit / num_layers)
 
 
 @pytest.mark.parametrize("batch_size", BATCH_SIZES, ids=lambda b: f"b{b}")
-def test_full_forward(benchmark, operating_point, batches, device, batch_size: int) -> None:
+def test_full_forward(benchmark, operating_point, batches, device, rounds, batch_size: int) -> None:
     model = operating_point("full").model
     inputs = batches[batch_size]
     paired(benchmark, device, lambda: [model.full_forward(b) for b in inputs],
            lambda: [model.backbone(**b) for b in inputs], reference_name=f"HF forward b{batch_size}",
-           rounds=ROUNDS[batch_size], mean_exit_layer=float(model.num_layers), saved_layers=0.0)
+           rounds=rounds[batch_size], machine_independent=True, mean_exit_layer=float(model.num_layers),
+           saved_layers=0.0)
 
 
 @pytest.mark.parametrize("batch_size", BATCH_SIZES, ids=lambda b: f"b{b}")
 @pytest.mark.parametrize("method", method_names())
-def test_early_exit(benchmark, operating_point, batches, device, method: str, batch_size: int) -> None:
+def test_early_exit(benchmark, operating_point, batches, device, rounds, method: str, batch_size: int) -> None:
     point = operating_point(method)
     model, rule, inputs = point.model, point.rule, batches[batch_size]
     exits = torch.cat([early_exit(model, rule, b)[1] for b in inputs]).float() + 1
     mean_exit = float(exits.mean())
-    ratio = paired(benchmark, device, lambda: [early_exit(model, rule, b) for b in inputs],
-                   lambda: [model.full_forward(b) for b in inputs], reference_name=f"full forward b{batch_size}",
-                   rounds=ROUNDS[batch_size], expected_ratio=mean_exit / model.num_layers, threshold=point.threshold)
-    record_exits(benchmark, mean_exit, model.num_layers, ratio)
+    paired(benchmark, device, lambda: [early_exit(model, rule, b) for b in inputs],
+           lambda: [model.full_forward(b) for b in inputs], reference_name=f"full forward b{batch_size}",
+           rounds=rounds[batch_size], machine_independent=True, expected_ratio=mean_exit / model.num_layers,
+           threshold=point.threshold)
+    record_exits(benchmark, mean_exit, model.num_layers)
 
 
 @pytest.mark.parametrize("method", method_names())
-def test_sweep(benchmark, operating_point, batches, device, method: str) -> None:
+def test_sweep(benchmark, operating_point, batches, device, rounds, method: str) -> None:
     point = operating_point(method)
     trace = Trace({k: torch.cat([v] * SWEEP_TILES) for k, v in point.trace.signals.items()},
                   torch.cat([point.trace.labels] * SWEEP_TILES), point.trace.split)
     model = point.model
     grid = [point.grid[i % len(point.grid)] for i in range(SWEEP_VALUES)]
-    paired(benchmark, device, lambda: sweep(grid, lambda value: (trace, point.method.rule(model, value)), TASK),
+    # `curve.sweep`, looked up at call time, so a test can wrap it to inject a slowdown
+    paired(benchmark, device, lambda: curve.sweep(grid, lambda value: (trace, point.method.rule(model, value)), TASK),
            lambda: [model.full_forward(b) for b in batches[1]], reference_name="full forward b1",
-           rounds=ROUNDS["sweep"], grid_size=len(point.grid), thresholds_replayed=len(grid), rows=len(trace))
+           rounds=rounds["sweep"], machine_independent=False, grid_size=len(point.grid),
+           thresholds_replayed=len(grid), rows=len(trace))
 
 
-def test_decode_step(benchmark, device) -> None:
+def test_decode_step(benchmark, device, rounds) -> None:
     decoding = pytest.importorskip("cee_bench.generation.decoding")
     calm = pytest.importorskip("baselines.calm")
     from cee_bench.generation.model import MultiExitLM, every_layer
@@ -219,7 +228,7 @@ def test_decode_step(benchmark, device) -> None:
     rules = [calm.CalmRule("softmax", threshold, max_steps=NEW_TOKENS) for threshold in CALM_THRESHOLDS]
     rule = min(rules, key=lambda r: abs(mean_exit(r) - (mlm.num_layers + 1) / 2))
     exit_layer = mean_exit(rule)
-    ratio = paired(benchmark, device, lambda: generate(rule), lambda: generate(None),
-                   reference_name="decode, no exits", rounds=ROUNDS["decode"],
-                   expected_ratio=exit_layer / mlm.num_layers, threshold=rule.threshold)
-    record_exits(benchmark, exit_layer, mlm.num_layers, ratio)
+    paired(benchmark, device, lambda: generate(rule), lambda: generate(None), reference_name="decode, no exits",
+           rounds=rounds["decode"], machine_independent=True, expected_ratio=exit_layer / mlm.num_layers,
+           threshold=rule.threshold)
+    record_exits(benchmark, exit_layer, mlm.num_layers)

@@ -30,18 +30,25 @@ def result_path(output_dir: Path, task: str, method: str, seed: int) -> Path:
 def save_result(output_dir: Path, record: dict[str, Any]) -> Path:
     """Write `record` atomically and return its path."""
     path = result_path(output_dir, record["task"], record["method"], int(record["seed"]))
-    record = {"schema": SCHEMA_VERSION, **record}
+    write_json(path, {"schema": SCHEMA_VERSION, **record})
+    return path
+
+
+def write_json(path: Path, record: dict[str, Any]) -> Path:
+    """Write `record` as JSON (ending in a newline) through `atomic_write`."""
 
     def write(tmp: Path) -> None:
         with tmp.open("w") as handle:
             json.dump(record, handle, indent=1, default=jsonable)
+            handle.write("\n")
 
     return atomic_write(path, write)
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     """Create `path` through `write(tmp)` on a temp file in the same folder, synced, then renamed over `path`: readers
-    see the old file or the new one, never half of one (records and the model store both write through here)."""
+    see the old file or the new one, never half of one (records, the model store and the bench baselines all write
+    through here)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -51,7 +58,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
         write(tmp)
         with tmp.open("rb+") as handle:
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would make shared results unreadable to others
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would make shared (or committed) files unreadable to others
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -20,8 +20,11 @@ from cee_bench.progress import Progress
 
 Batch = dict[str, torch.Tensor]
 
-# A test-only seam: called once per computed layer in the early-exit path, so a test can inject a slowdown there.
+# Test-only seams in the early-exit path, so a test can inject a slowdown there: `layer_hook(layer)` once per computed
+# layer, and `row_hook(layer, rows)` with the rows still computed at that layer, for a slowdown that scales with the
+# batch (a per-call one is amortised away at batch 32).
 layer_hook: Callable[[int], None] | None = None
+row_hook: Callable[[int, int], None] | None = None
 
 
 @torch.no_grad()
@@ -38,6 +41,8 @@ def early_exit(model: MultiExitModel, rule: ExitRule, batch: Batch) -> tuple[tor
     for layer in range(model.num_layers):
         if layer_hook is not None:
             layer_hook(layer)
+        if row_hook is not None:
+            row_hook(layer, hidden.shape[0])
         hidden = model.run_layer(layer, hidden, layer_mask)
         signals = model.layer_signals(layer, hidden, mask)
         if layer == last:

@@ -47,7 +47,7 @@ OUT_OF_DOMAIN: dict[str, list[str]] = {
     "threshold": ["-5", "nan", "0"],
     "output_dir": [FILE], "results_dir": [FILE, MISSING], "data_dir": [FILE, MISSING], "plots": [FILE],
     "baseline": [FOLDER, MISSING], "bootstrap": ["0", "-3", "x", "1.5"], "filters": ["nokey=1", "noequals"],
-    "revision": ["main"], "seeds": ["1,1", "x", ","], "config": [MISSING, FOLDER],
+    "runs": ["0", "-2", "x", "1.5"], "revision": ["main"], "seeds": ["1,1", "x", ","], "config": [MISSING, FOLDER],
     "seed": ["-1", str(2**32)], "delta": ["0", "1", "nan"], "epsilon": ["0", "1.5", "inf"],
     "alpha": ["-0.5", "nan", "inf"], "max_seq_length": ["0", "100000"],
 }
