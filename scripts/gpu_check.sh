@@ -5,7 +5,7 @@
 # It installs the project (no downloads), then writes everything under OUTPUT_DIR:
 #   results/sst2/{full,pabee,consistentee}__seed42.json  `cee-bench run --device cuda` on an SST-2 subset; each
 #                                                        record holds CUDA-event latency at batch 1 and 32
-#   baseline-cuda.json                                   `cee-bench bench --device cuda --save`
+#   <gpu>-cuda.json                                      `cee-bench bench --device cuda --save --runs 3`
 #   results-2gpu/...                                     the same run on two processes, if nvidia-smi shows >= 2 GPUs
 #   gpu_check.log, summary.md                            the log and the figures for the README
 # Offline inputs: the packaged encoder if installed, else .gpu/all-MiniLM-L6-v2 (made by scripts/gpu_carry.sh);
@@ -56,8 +56,8 @@ timeout 240 $CEE "${RUN[@]}" --output-dir "$OUT_DIR/results"; echo "run: exit $?
 
 if [ "$DEVICE" = cuda ]; then
   step "cee-bench bench --device cuda --save"
-  timeout 120 $CEE bench --device cuda --save; echo "bench: exit $?"
-  cp benchmarks/baseline-cuda.json "$OUT_DIR/"
+  timeout 180 $CEE bench --device cuda --save --runs 3; echo "bench: exit $?"
+  cp benchmarks/baselines/*cuda*.json "$OUT_DIR/"
 fi
 
 if [ "$GPUS" -ge 2 ]; then
