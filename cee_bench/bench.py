@@ -197,7 +197,7 @@ def run_suite(device: str, keyword: str | None = None, names: list[str] | None =
               rounds_scale: int = 1) -> SuiteRun:
     """Run the pytest-benchmark suite in this process and read its JSON report.
 
-    In-process, so that the test-only hooks a test sets (`cee_bench.runtime.layer_hook`, `row_hook`) are the ones the
+    In-process, so that the test-only hook a test sets (`cee_bench.runtime.row_hook`) is the one the
     suite runs with. `keyword` is a pytest `-k` expression; `names` selects benchmarks by name (the reruns);
     `rounds_scale` multiplies every benchmark's rounds.
     """

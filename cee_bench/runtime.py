@@ -20,10 +20,9 @@ from cee_bench.progress import Progress
 
 Batch = dict[str, torch.Tensor]
 
-# Test-only seams in the early-exit path, so a test can inject a slowdown there: `layer_hook(layer)` once per computed
-# layer, and `row_hook(layer, rows)` with the rows still computed at that layer, for a slowdown that scales with the
-# batch (a per-call one is amortised away at batch 32).
-layer_hook: Callable[[int], None] | None = None
+# Test-only seam in the early-exit path, so a test can inject a slowdown there: `row_hook(layer, rows)` at every
+# computed layer with the rows still computed there, for a slowdown that scales with the batch (a per-call one would
+# be amortised away at batch 32).
 row_hook: Callable[[int, int], None] | None = None
 
 
@@ -39,8 +38,6 @@ def early_exit(model: MultiExitModel, rule: ExitRule, batch: Batch) -> tuple[tor
     state = rule.start(n, hidden.device)
     last = model.num_layers - 1
     for layer in range(model.num_layers):
-        if layer_hook is not None:
-            layer_hook(layer)
         if row_hook is not None:
             row_hook(layer, hidden.shape[0])
         hidden = model.run_layer(layer, hidden, layer_mask)
