@@ -222,15 +222,15 @@ def test_plots_one_png_per_task_with_fixed_colours(tmp_path):
     assert rep.method_colour("pabee") == rep.method_colour("pabee") != rep.method_colour("deebert")
 
 
-def test_committed_records_render_without_intervals():
-    """The committed results predate per-example logs: every cell says so (†) instead of crashing."""
+def test_committed_records_render_with_intervals():
+    """The committed reference records carry per-example logs: the report gives every cell an interval."""
     if not (ROOT / "results").is_dir():
         pytest.skip("no committed results")
     from cee_bench.results import load_results
 
     report = rep.build_report(load_results(ROOT / "results"), resamples=10)
     text = rep.markdown(report)
-    assert "not reached" in text and "† no per-example" in text and "Avg over" in text
+    assert " ± " in text and "†" not in text and "Avg over" in text and "seeds" in text
 
 
 @pytest.mark.parametrize("args, message", [
