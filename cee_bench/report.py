@@ -390,12 +390,11 @@ def _layers_text(cell: dict[str, Any]) -> str:
     if cell["fallback_seeds"] == cell["seeds"]:
         return "fallback: full depth"
     text = _saving(cell["saved_layers"])
-    if not cell["saved_layers"] and not cell["saved_layers_sd"]:
-        return text  # the full depth on every example and seed: no spread to show
-    half = _half(cell["saved_layers_ci_low"], cell["saved_layers_ci_high"])
-    text += f" ± {100 * half:.0f}" if half is not None else ""
-    if cell["saved_layers_sd"] is not None:
-        text += f" (sd {100 * cell['saved_layers_sd']:.0f})"
+    if cell["saved_layers"] or cell["saved_layers_sd"]:  # else the full depth on every example and seed: no spread
+        half = _half(cell["saved_layers_ci_low"], cell["saved_layers_ci_high"])
+        text += f" ± {100 * half:.0f}" if half is not None else ""
+        if cell["saved_layers_sd"] is not None:
+            text += f" (sd {100 * cell['saved_layers_sd']:.0f})"
     if cell["fallback_seeds"]:
         text += f" (fallback: full depth in {cell['fallback_seeds']}/{cell['seeds']} seeds)"
     return text

@@ -265,3 +265,14 @@ def test_report_command_filters_warns_and_writes_the_csv(tmp_path, cli):
     assert {r["bootstrap_resamples"] for r in rows} == {"50"}
     code, out, err = cli("report", "--results-dir", str(tmp_path), "--format", "markdown", "--filter", "preset=cpu")
     assert code == 0 and err == "" and out.count("**Table 3 mirror") == 1 and "PABEE (≤1% loss)" in out
+
+
+def test_a_fallback_in_some_seeds_is_named_even_at_full_depth():
+    """Learn-then-Test fell back in one seed of two and the other passed at full depth too: the cell still says so."""
+    labels, preds = _data()
+    n = len(labels)
+    records = [_full("rte", labels, preds, seed=s) for s in (42, 43)]
+    records += [_record("rte", "pabee", labels, {"ltt90_le1": (preds, np.full(n, L), s == 43, {"fallback": s == 42})},
+                        seed=s) for s in (42, 43)]
+    body = _body(rep.build_report(records, resamples=20))
+    assert body["PABEE (≤1% loss @90% conf., LTT)"]["rte layers"] == "0% (fallback: full depth in 1/2 seeds)"
