@@ -30,9 +30,11 @@ CLASSIFICATION_ONLY = ("pooling", "epochs", "batch_size", "lr", "max_seq_length"
 GENERATION_ONLY = ("delta", "epsilon", "greedy")
 
 
-def _given(ctx: typer.Context, name: str) -> bool:
+def _given(ctx: typer.Context, name: str, sources: tuple[str, ...] = ("COMMANDLINE", "ENVIRONMENT")) -> bool:
+    """Whether option `name` came from one of `sources` (by name: typer vendors its own click, whose
+    ParameterSource is not click's)."""
     source = ctx.get_parameter_source(name)
-    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
+    return source is not None and source.name in sources
 
 
 @app.command()
@@ -76,13 +78,14 @@ def run(
     from cee_bench.run_config import option_types, plan_runs
 
     params = dict(ctx.params)
-    explicit = {name for name in params if _given(ctx, name)}
     if config is None:
         planned = [{**params, "grids": {}}]
-    else:
-        planned = plan_runs(config, params, explicit, option_types(run))
+    else:  # the command line overrides the file, which overrides environment variables and defaults
+        planned = plan_runs(config, params, {n for n in params if _given(ctx, n, ("COMMANDLINE",))},
+                            option_types(run))
+    given = {name for name in params if _given(ctx, name)}
     defaults = {p.name: p.default for p in ctx.command.params}
-    runs = [_checked(values, explicit | {n for n in values if n in defaults and values[n] != defaults[n]})
+    runs = [_checked(values, given | {n for n in values if n in defaults and values[n] != defaults[n]})
             for values in planned]
     for values in runs:  # every run is checked before the first one starts
         _run_one(values, check_only=True)
