@@ -11,7 +11,9 @@ Follows METHODS.md §8, adapted from T5's decoder to a Llama decoder:
   by default, like ConsistentEE-LLM's own CALM baseline (fixed cosine threshold 0.975, §2.3): the decay lowers λ
   by up to 10 %, below the 0.95-0.97 cosine that *any* two neighbouring layers of SmolLM2 already reach, which
   would make every token exit at layer 2-3 whatever λ is;
-- exit when confidence ≥ λ_t; λ = 1 means "never exit" (the full model), so Learn-then-Test can fall back to it.
+- exit when confidence ≥ λ_t; λ = 1 means "never exit" (the full model), so Learn-then-Test can fall back to it;
+- the method itself (`Calm`, one instance per registered variant): its candidates, one per threshold, and its record
+  metadata.
 Deviation: CALM fine-tunes the whole model with a weighted per-exit loss first (§8.2); here the backbone stays the
 pretrained checkpoint (frozen), as for every method in the generation track. Recorded in `method_meta`.
 """
@@ -20,11 +22,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 
 from cee_bench.errors import UserError
+from cee_bench.generation.method import Candidate, GenerationMethod, TrainingContext
+from cee_bench.presets import GenerationPreset
+from cee_bench.progress import Progress
 
 CALM_MEASURES = ("softmax", "state", "meta")
 DECAY_FORMS = ("code", "paper", "none")
@@ -80,23 +86,24 @@ def consistency_labels(layer_argmax: torch.Tensor) -> torch.Tensor:
 
 
 def train_meta_classifier(states: torch.Tensor, labels: torch.Tensor, *, steps: int, lr: float = 1e-3,
-                          batch_size: int = 512, seed: int = 0) -> MetaClassifier:
+                          batch_size: int = 512, seed: int = 0, progress: Progress | None = None) -> MetaClassifier:
     """Fit the meta classifier on cached frozen states [L−1, N, H] with class-balanced CE (positives weighted by
     the negative rate and vice versa), averaged over exits — `loss_fn_meta_cls` of the reference code."""
-    generator = torch.Generator().manual_seed(seed)
+    from cee_bench.generation.training import sample_batches
+    from cee_bench.training import train_steps
+
     torch.manual_seed(seed)
     meta = MetaClassifier(states.shape[-1])
-    optimiser = torch.optim.Adam(meta.parameters(), lr=lr)
     flat_states = states.reshape(-1, states.shape[-1])
     flat_labels = labels.reshape(-1)
     positive_rate = flat_labels.float().mean().clamp(1e-3, 1 - 1e-3)
     class_weights = torch.stack([positive_rate, 1 - positive_rate])  # weight[0]=neg gets pos rate, and v.v.
-    for _ in range(steps):
-        batch = torch.randint(0, flat_labels.numel(), (min(batch_size, flat_labels.numel()),), generator=generator)
-        loss = nn.functional.cross_entropy(meta(flat_states[batch]), flat_labels[batch], weight=class_weights)
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
+
+    def loss(batch: torch.Tensor, step: int) -> torch.Tensor:
+        return nn.functional.cross_entropy(meta(flat_states[batch]), flat_labels[batch], weight=class_weights)
+
+    train_steps("CALM meta classifier", meta, loss, sample_batches(flat_labels.numel(), batch_size, steps, seed),
+                lr=lr, progress=progress)
     return meta.eval()
 
 
@@ -134,3 +141,65 @@ class CalmRule:
             confidence = self.meta.confidence(hidden)
         limit = decayed_threshold(self.threshold, step, self.max_steps, self.tau, self.decay_form)
         return confidence >= limit, confidence, logits
+
+
+class Calm(GenerationMethod):
+    """CALM as a generation method: one candidate per threshold of its measure (most conservative first), over the
+    shared head or over anytime-trained exit adapters; the meta measure first trains its classifier."""
+
+    grid_name = "threshold"
+
+    def __init__(self, name: str, display: str, measure: str, exits: str = "shared") -> None:
+        self.name, self.display, self.measure, self.exits = name, display, measure, exits
+        self.rule_name = f"confidence: {measure}"
+
+    @property
+    def trains(self) -> bool:
+        return self.exits == "anytime" or self.measure == "meta"
+
+    def grid(self, preset: GenerationPreset) -> tuple[float, ...]:
+        return tuple(preset.thresholds[self.measure])
+
+    def order(self, grid: Sequence[float]) -> tuple[float, ...]:
+        return tuple(sorted((check_threshold(t) for t in grid), reverse=True))
+
+    def candidates(self, ctx: TrainingContext, grid: Sequence[float]) -> tuple[list[Candidate], dict[str, Any]]:
+        from cee_bench.generation.model import MultiExitLM
+        from cee_bench.generation.training import per_exit_outputs
+
+        preset = ctx.preset
+        view = ctx.anytime[0] if self.exits == "anytime" else MultiExitLM(ctx.lm, ctx.exit_layers)
+        meta, info = None, {}
+        if self.measure == "meta":
+            _, argmax = per_exit_outputs(view, ctx.states)
+            labels = consistency_labels(argmax)
+            states = ctx.states.states[list(view.exit_layers[:-1])]
+            meta = train_meta_classifier(states, labels, steps=preset.meta_steps, lr=preset.meta_lr, seed=ctx.seed,
+                                         progress=ctx.progress)
+            info["meta_positive_rate"] = float(labels.float().mean())
+        rules = [CalmRule(self.measure, t, preset.max_new_tokens, preset.tau, preset.decay[self.measure], meta=meta)
+                 for t in grid]
+        return [Candidate({"threshold": r.threshold}, view, r) for r in rules], info
+
+    def metadata(self, preset: GenerationPreset) -> dict[str, Any]:
+        exits = "shared final norm + LM head (no per-layer heads)" if self.exits == "shared" else (
+            f"shared final norm + LM head after low-rank residual adapters (rank {preset.adapter_rank}) trained "
+            "with CALM's weighted per-exit CE, backbone frozen")
+        return {"measure": self.measure, "curve_parameter": "threshold", "exits": exits,
+                "threshold_decay": {"form": preset.decay[self.measure], "tau": preset.tau,
+                                    "code": "lambda*(0.9+0.1*exp(-tau*t/N))",
+                                    "paper": "clip(0.9*lambda+0.1*exp(-tau*t/N))",
+                                    "none": "lambda (state measure, as ConsistentEE-LLM's CALM baseline)"},
+                "deviations": ["no anytime-prediction fine-tuning of the backbone (frozen)" if self.exits == "shared"
+                               else "anytime-prediction training of exit adapters only (backbone frozen)"]}
+
+
+# Plain "calm" is hidden-state saturation: the CALM baseline ConsistentEE-LLM itself runs (its mode 5, §2.3), and
+# the one measure cheap enough on a 49k vocabulary (softmax needs the full head at every layer). CALM fine-tunes its
+# exits with a weighted per-exit CE (§8.2); with the backbone frozen, the "-anytime" variants train the same low-rank
+# exit adapters as ConsistentEE's stage 1 (one shared training per run).
+METHOD = Calm("calm", "CALM (state)", "state")
+SOFTMAX = Calm("calm-softmax", "CALM (softmax)", "softmax")
+META = Calm("calm-meta", "CALM (classifier)", "meta")
+ANYTIME = Calm("calm-anytime", "CALM (state, anytime exits)", "state", "anytime")
+SOFTMAX_ANYTIME = Calm("calm-softmax-anytime", "CALM (softmax, anytime exits)", "softmax", "anytime")

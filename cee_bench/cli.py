@@ -40,7 +40,8 @@ def _given(ctx: typer.Context, name: str, sources: tuple[str, ...] = ("COMMANDLI
 @app.command()
 def run(
     ctx: typer.Context,
-    task: Optional[str] = typer.Option(None, help="Task: rte, mrpc, sst2, qnli, qqp, mnli; cnndm, dolly (generation). "
+    task: Optional[str] = typer.Option(None, help="Task: rte, mrpc, sst2, qnli, qqp, mnli; cnndm, dolly, alpaca "
+                                                   "(generation). "
                                                    "See `cee-bench list`. Required, here or in --config."),
     methods: str = typer.Option("all", help="Comma-separated method names, or 'all'."),
     model: Optional[str] = typer.Option(None, help="Hub id or local path; default: the packaged all-MiniLM-L6-v2."),
@@ -97,13 +98,13 @@ def run(
 def _checked(values: dict, given: set[str]) -> dict:
     """The seeds and the task of one run, checked (both --seed and --seeds is an error), and no option `given` that
     the task's kind does not read."""
-    from cee_bench.generation.tasks import GENERATION_TASKS
     from cee_bench.runner import parse_seeds
+    from cee_bench.tasks import get_task
 
     task = values["task"]
     if task is None:
         raise UserError("--task is required (on the command line or in --config)")
-    generation = task in GENERATION_TASKS
+    generation = get_task(task, kind=None).kind == "generation"
     foreign = [name for name in (CLASSIFICATION_ONLY if generation else GENERATION_ONLY) if name in given]
     if foreign:
         raise UserError(f"{flag(foreign[0])} applies to {'classification' if generation else 'generation'} tasks "
@@ -116,33 +117,10 @@ def _checked(values: dict, given: set[str]) -> dict:
 
 
 def _run_one(values: dict, check_only: bool = False) -> list[Path]:
-    """One run of the plan: the generation track or the classification runner; with `check_only`, only the checks
-    that need no data or model (the generation track checks its options as it starts)."""
-    from cee_bench.distributed import require_one_process
-    from cee_bench.generation.tasks import GENERATION_TASKS
-    from cee_bench.runner import RunOptions, check_options, parse_grid
-    from cee_bench.runner import run as run_classification
+    """One run of the plan, either kind; with `check_only`, only the checks that need no data or model."""
+    from cee_bench.runner import RunOptions, check_options, parse_grid, run
 
     grid = parse_grid(values["grid"]) if values["grid"] is not None else None
-    if values["task"] in GENERATION_TASKS:
-        from cee_bench.generation.registry import GENERATION_METHODS
-        from cee_bench.generation.run import run_generation
-
-        if values["grids"]:
-            raise UserError("`grids` applies to classification tasks; the generation track takes --grid")
-        if check_only:
-            return []
-        require_one_process("generation (its training has its own loops)")
-        spec = values["methods"]
-        names = list(GENERATION_METHODS) if spec == "all" else [m.strip() for m in spec.split(",") if m.strip()]
-        return [path for seed in values["seed_list"]
-                for path in run_generation(values["task"], names, model=values["model"], data_dir=values["data_dir"],
-                                           output_dir=values["output_dir"], preset=values["preset"], seed=seed,
-                                           device=values["device"], force=values["force"], quiet=values["quiet"],
-                                           max_eval_samples=values["max_eval_samples"],
-                                           max_train_samples=values["max_train_samples"], thresholds=grid,
-                                           delta=values["delta"], epsilon=values["epsilon"],
-                                           greedy=values["greedy"], revision=values["revision"])]
     options = RunOptions(task=values["task"], methods=values["methods"], model=values["model"],
                          revision=values["revision"], data_dir=values["data_dir"], output_dir=values["output_dir"],
                          preset=values["preset"], seed=values["seed_list"][0], seeds=values["seed_list"],
@@ -151,11 +129,12 @@ def _run_one(values: dict, check_only: bool = False) -> list[Path]:
                          epochs=values["epochs"], batch_size=values["batch_size"], lr=values["lr"],
                          max_seq_length=values["max_seq_length"], max_train_samples=values["max_train_samples"],
                          max_eval_samples=values["max_eval_samples"], latency_examples=values["latency_examples"],
-                         grid=grid, grids=values["grids"])
+                         grid=grid, grids=values["grids"], delta=values["delta"], epsilon=values["epsilon"],
+                         greedy=values["greedy"])
     if check_only:
         check_options(options)
         return []
-    return run_classification(options)
+    return run(options)
 
 
 @app.command()
@@ -200,53 +179,63 @@ def report(
         if gen_rows:
             console.print(rep.generation_rich_table(gen_rows))
     if plots is not None:
-        from cee_bench.generation.report import plot_generation
-
-        for path in [*rep.plot_curves(built, plots), *plot_generation(records, plots)]:
+        for path in [*rep.plot_curves(built, plots), *rep.plot_generation(records, plots)]:
             console.print(f"wrote {path}")
 
 
 @app.command("list")
 def list_() -> None:
-    """Show the tasks and methods with their defaults."""
+    """Show the tasks, methods and presets of both kinds, with their defaults."""
     from rich.table import Table
 
     from cee_bench.method import get_method, method_names
-    from cee_bench.runner import PRESET_LIMITS
+    from cee_bench.presets import GENERATION_PRESETS, PRESET_LIMITS, PRESETS
     from cee_bench.tasks import TASKS
 
     tasks = Table(title="Tasks")
-    for column in ("task", "labels", "metrics (first = main)", "GLUE folder", "hub"):
+    for column in ("task", "kind", "labels", "metrics (first = main)", "local data", "hub"):
         tasks.add_column(column)
     for t in TASKS.values():
-        tasks.add_row(t.name, ", ".join(t.label_names), ", ".join(t.metrics), f"{t.glue_dir}/{t.train_file}, {t.dev_file}",
-                      f"nyu-mll/glue {t.hub_config}")
+        if t.kind == "classification":
+            tasks.add_row(t.name, t.kind, ", ".join(t.label_names), ", ".join(t.metrics),
+                          f"{t.glue_dir}/{t.train_file}, {t.dev_file}", f"nyu-mll/glue {t.hub_config}")
+        else:
+            tasks.add_row(t.name, t.kind, "reference: " + ("gold" if t.gold else "the full model's output"),
+                          ", ".join(t.metrics), t.local_file, " ".join(filter(None, t.hub)))
     console.print(tasks)
-    methods = Table(title="Methods (stages per preset: epochs × batch @ lr)")
-    for column in ("method", "exit rule", "heads", "smoke", "cpu", "paper"):
+    methods = Table(title="Classification methods (stages per preset: epochs × batch @ lr)")
+    for column in ("method", "exit rule", "heads", *PRESETS):
         methods.add_column(column)
     for name in method_names():
         m = get_method(name)
         cells = ["\n".join(filter(None, [", ".join(f"{s}: {st.epochs:g}×{st.batch_size}@{st.lr:g}"
                                                      for s, st in m.stages[p].items()), m.preset_notes.get(p)]))
-                 for p in ("smoke", "cpu", "paper")]
+                 for p in PRESETS]
         methods.add_row(name, m.threshold_name, f"{m.pooler} pooler", *cells)
     console.print(methods)
-    presets = Table(title="Preset data limits")
+    generation = Table(title="Generation methods (grid per preset, most conservative first)")
+    for column in ("method", "display", "exit rule", "exits", *PRESETS):
+        generation.add_column(column)
+    for name in method_names("generation"):
+        m = get_method(name, "generation")
+        generation.add_row(name, m.display, m.rule_name, m.exits,
+                           *(f"{m.grid_name}: {', '.join(f'{v:g}' for v in m.grid(GENERATION_PRESETS[p]))}"
+                             for p in PRESETS))
+    console.print(generation)
+    presets = Table(title="Preset data limits (classification)")
     for column in ("preset", *next(iter(PRESET_LIMITS.values())).keys()):
         presets.add_column(column)
     for p, limits in PRESET_LIMITS.items():
         presets.add_row(p, *(str(v) for v in limits.values()))
     console.print(presets)
-    from cee_bench.generation.registry import METHOD_SPECS
-    from cee_bench.generation.tasks import GENERATION_TASKS
-
-    generation = Table(title=f"Generation (tasks: {', '.join(GENERATION_TASKS)})")
-    for column in ("method", "display", "confidence measure", "exits"):
-        generation.add_column(column)
-    for spec in METHOD_SPECS.values():
-        generation.add_row(spec.name, spec.display, spec.measure or "policy P(exit) > 0.5", spec.exits)
-    console.print(generation)
+    sizes = ("n_eval", "n_calib", "n_train", "train_tokens", "max_new_tokens", "max_prompt_tokens", "delta",
+             "epsilon", "exit_steps", "policy_steps", "meta_steps")
+    gen_presets = Table(title="Preset sizes (generation)")
+    for column in ("preset", *sizes):
+        gen_presets.add_column(column)
+    for p, preset in GENERATION_PRESETS.items():
+        gen_presets.add_row(p, *(str(getattr(preset, k)) for k in sizes))
+    console.print(gen_presets)
 
 
 from cee_bench.analysis import analyze_app  # noqa: E402  (torch is imported inside its commands)

@@ -16,9 +16,8 @@ from torch import nn
 from cee_bench.errors import UserError
 from cee_bench.exits import ExitRule
 from cee_bench.multiexit import MultiExitModel, SignalFn
+from cee_bench.presets import PRESETS  # noqa: F401  (each method keys its stages by these)
 from cee_bench.training import FitContext, Stage
-
-PRESETS = ("smoke", "cpu", "paper")
 
 # The shared `smoke` and `cpu` stages (the `paper` stages are each method's own). `cpu` was tuned on the held-out
 # slice of the training data, never on dev; see the README.
@@ -37,6 +36,15 @@ METHOD_MODULES: dict[str, str] = {
     "consistentee": "cee_bench.consistentee",
     "consistentee-vanilla": "cee_bench.consistentee:VANILLA",
 }
+GENERATION_METHOD_MODULES: dict[str, str] = {
+    "calm": "baselines.calm",
+    "calm-softmax": "baselines.calm:SOFTMAX",
+    "calm-meta": "baselines.calm:META",
+    "calm-anytime": "baselines.calm:ANYTIME",
+    "calm-softmax-anytime": "baselines.calm:SOFTMAX_ANYTIME",
+    "consistentee": "cee_bench.generation.consistentee",
+}
+REGISTRY: dict[str, dict[str, str]] = {"classification": METHOD_MODULES, "generation": GENERATION_METHOD_MODULES}
 
 
 class Method:
@@ -88,22 +96,26 @@ class Method:
         return {"deviations": list(self.deviations), "pooler": self.pooler, "threshold_name": self.threshold_name}
 
 
-def method_names() -> list[str]:
-    return list(METHOD_MODULES)
+def method_names(kind: str = "classification") -> list[str]:
+    return list(REGISTRY[kind])
 
 
-def get_method(name: str) -> Method:
-    if name not in METHOD_MODULES:
-        raise UserError(f"unknown method '{name}'; known methods: {', '.join(METHOD_MODULES)}")
-    module, _, attribute = METHOD_MODULES[name].partition(":")  # "module:NAME" when a module defines several
+def get_method(name: str, kind: str = "classification") -> Any:
+    """The method registered as (`kind`, `name`): a `Method` for classification, a `GenerationMethod` for
+    generation."""
+    modules = REGISTRY[kind]
+    if name not in modules:
+        label = "generation method" if kind == "generation" else "method"
+        raise UserError(f"unknown {label} '{name}'; known methods: {', '.join(modules)}")
+    module, _, attribute = modules[name].partition(":")  # "module:NAME" when a module defines several
     return getattr(importlib.import_module(module), attribute or "METHOD")
 
 
-def parse_methods(spec: str) -> list[str]:
+def parse_methods(spec: str, kind: str = "classification") -> list[str]:
     """`all` or a comma-separated list, validated, in registry order with `full` first (others use its score)."""
-    names = method_names() if spec.strip() == "all" else [s.strip() for s in spec.split(",") if s.strip()]
+    names = method_names(kind) if spec.strip() == "all" else [s.strip() for s in spec.split(",") if s.strip()]
     if not names:
         raise UserError("no methods given")
     for name in names:
-        get_method(name)
-    return sorted(dict.fromkeys(names), key=lambda n: (n != "full", method_names().index(n)))
+        get_method(name, kind)
+    return sorted(dict.fromkeys(names), key=lambda n: (n != "full", method_names(kind).index(n)))

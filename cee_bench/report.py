@@ -1,5 +1,6 @@
-"""The Table 3 mirror (Rich, CSV, Markdown) and the accuracy-vs-saved-layers curves (Figure 3) from stored records;
-generation records add their own table and Figure 5 (rows and plot from `cee_bench.generation.report`).
+"""The one report of both kinds of task, from stored records: the Table 3 mirror (Rich, CSV, Markdown) and the
+accuracy-vs-saved-layers curves (Figure 3) for classification; the generation table and Figure 5 (quality against
+measured speed-up) for generation.
 
 What makes the table one a reviewer can trust (DESIGN.md, "Numbers come with their noise"):
 - records that differ in backbone, preset, pooling, device, data limits or stage settings never share a cell: they
@@ -46,6 +47,7 @@ GENERATION_COLUMNS = ("task", "method", "operating_point", "threshold", "rouge_l
 GENERATION_HEADERS = dict(zip(GENERATION_COLUMNS, ("task", "method", "point", "threshold", "Rouge-L", "BERT-F",
                                                    "layers/token", "saved", "speed-up", "tok/s")))
 NO_LOG = "no per-example log"
+FALLBACK = "fallback: full depth"  # a Learn-then-Test point that found no safe candidate, either kind
 
 
 # ---------------------------------------------------------------- selecting and grouping records
@@ -388,7 +390,7 @@ def _delta_text(cell: dict[str, Any]) -> str:
 
 def _layers_text(cell: dict[str, Any]) -> str:
     if cell["fallback_seeds"] == cell["seeds"]:
-        return "fallback: full depth"
+        return FALLBACK
     text = _saving(cell["saved_layers"])
     if cell["saved_layers"] or cell["saved_layers_sd"]:  # else the full depth on every example and seed: no spread
         half = _half(cell["saved_layers_ci_low"], cell["saved_layers_ci_high"])
@@ -396,7 +398,7 @@ def _layers_text(cell: dict[str, Any]) -> str:
         if cell["saved_layers_sd"] is not None:
             text += f" (sd {100 * cell['saved_layers_sd']:.0f})"
     if cell["fallback_seeds"]:
-        text += f" (fallback: full depth in {cell['fallback_seeds']}/{cell['seeds']} seeds)"
+        text += f" ({FALLBACK} in {cell['fallback_seeds']}/{cell['seeds']} seeds)"
     return text
 
 
@@ -562,13 +564,50 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
     return out.getvalue()
 
 
-# ---------------------------------------------------------------- generation (rows from cee_bench.generation)
+# ---------------------------------------------------------------- generation: table rows and Figure 5
+
+_GENERATION_FIELDS = ("threshold", "rouge_l", "bert_f", "mean_layers_per_token", "saved_layers", "speedup_measured",
+                      "tokens_per_s")
+
+
+def _generation_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in records if r.get("kind") == "generation"]
+
+
+def _generation_row(record: dict[str, Any], name: str, point: dict[str, Any]) -> dict[str, Any]:
+    row = {"task": record["task"], "method": record.get("method_display", record["method"]),
+           "backbone": record.get("backbone"), "operating_point": name}
+    row.update({f: point.get(f) for f in _GENERATION_FIELDS})
+    row["alpha"] = point.get("alpha")
+    row["fallback"] = bool(point.get("fallback"))
+    row["fallback_seeds"] = int(row["fallback"])  # the CSV's column, as for a classification cell of one seed
+    return row
+
+
+def generation_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Flat rows, one per (record, named operating point) — e.g. `ltt`, `full` — plus one per curve point
+    (operating_point = "curve"): task, method, backbone, operating_point, threshold, rouge_l, bert_f,
+    mean_layers_per_token, saved_layers, speedup_measured, tokens_per_s, alpha (ConsistentEE) and fallback (the
+    `ltt` point is the full model because Learn-then-Test found no safe candidate)."""
+    rows = []
+    for record in _generation_records(records):
+        for name, point in record.get("operating_points", {}).items():
+            rows.append(_generation_row(record, name, point))
+        for point in record.get("curve", []):
+            if not point.get("full_model"):
+                rows.append(_generation_row(record, "curve", point))
+    return rows
+
 
 def generation_table_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Generation rows at their named operating points (the curve points stay in the CSV)."""
-    from cee_bench.generation.report import generation_rows
-
+    """Generation rows at their named operating points and on the curve (the table shows the named ones)."""
     return generation_rows(records)
+
+
+def _generation_cell(row: dict[str, Any], column: str) -> str:
+    if column == "operating_point" and row.get("fallback"):
+        return f"{row['operating_point']} ({FALLBACK})"
+    return _fmt(row.get(column))
 
 
 def generation_rich_table(rows: list[dict[str, Any]]) -> Table:
@@ -578,14 +617,18 @@ def generation_rich_table(rows: list[dict[str, Any]]) -> Table:
                          justify="left" if column in ("task", "method", "operating_point") else "right")
     for row in rows:
         if row["operating_point"] != "curve":
-            table.add_row(*(_fmt(row.get(c)) for c in GENERATION_COLUMNS))
+            table.add_row(*(_generation_cell(row, c) for c in GENERATION_COLUMNS))
+    if any(row["fallback"] for row in rows):
+        table.caption = f"{FALLBACK}: Learn-then-Test found no candidate safe on the calibration prompts"
     return table
 
 
 def generation_markdown(rows: list[dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(GENERATION_COLUMNS) + " |", "|" + "---|" * len(GENERATION_COLUMNS)]
-    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in GENERATION_COLUMNS) + " |" for r in rows
+    lines += ["| " + " | ".join(_generation_cell(r, c) for c in GENERATION_COLUMNS) + " |" for r in rows
               if r["operating_point"] != "curve"]
+    if any(row["fallback"] for row in rows):
+        lines += ["", f"{FALLBACK}: Learn-then-Test found no candidate safe on the calibration prompts."]
     return "\n".join(lines) + "\n"
 
 
@@ -682,3 +725,42 @@ def plot_curves(report: Report, out_dir: Path) -> list[Path]:
             plt.close(fig)
             written.append(path)
     return written
+
+
+# ---------------------------------------------------------------- Figure 5
+
+def plot_generation(records: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+    """One PNG per task: ROUGE-L and BERT-F against measured speed-up, a line per method (Figure 5)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_task: dict[str, list[dict[str, Any]]] = {}
+    for record in _generation_records(records):
+        by_task.setdefault(record["task"], []).append(record)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for task, task_records in sorted(by_task.items()):
+        figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+        for record in task_records:
+            # in order of aggressiveness (fewer layers), so a noisy timing shows as a kink, not a reordered line
+            curve = sorted(record.get("curve", []), key=lambda p: -p["mean_layers_per_token"])
+            label = f"{record.get('method_display', record['method'])} (seed {record.get('seed', 0)})"
+            for axis, metric in zip(axes, ("rouge_l", "bert_f")):
+                axis.plot([p["speedup_measured"] for p in curve], [p[metric] for p in curve], marker="o",
+                          label=label)
+        for axis, title in zip(axes, ("ROUGE-L", "BERT-F")):
+            axis.set_xlabel("measured speed-up (× full model, decode tokens/s)")
+            axis.set_ylabel(title)
+            axis.grid(alpha=0.3)
+        axes[0].legend(fontsize=8)
+        backbone = task_records[0].get("backbone", "")
+        figure.suptitle(f"{task}: quality vs speed-up ({backbone})")
+        figure.tight_layout()
+        path = out_dir / f"generation_{task}.png"
+        figure.savefig(path, dpi=120)
+        plt.close(figure)
+        paths.append(path)
+    return paths

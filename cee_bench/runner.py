@@ -15,6 +15,7 @@ import json
 import math
 import time
 from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,8 @@ from cee_bench.curve import (LTT_POINT, choose_ltt_point, choose_operating_point
                              rule_predictions, sweep)
 from cee_bench.data import Encoded, encode, load_splits
 from cee_bench.errors import UserError
-from cee_bench.method import PRESETS, Method, get_method, parse_methods
+from cee_bench.method import Method, get_method, parse_methods
+from cee_bench.presets import PRESET_LIMITS, PRESETS, generation_preset
 from cee_bench.exits import ExitRule, Never
 from cee_bench.multiexit import POOLINGS, MultiExitModel, load_backbone, resolve_model
 from cee_bench.progress import Progress
@@ -40,18 +42,16 @@ from cee_bench.trace import Trace, compute_trace
 from cee_bench.validation import check_at_most, check_folder, check_numbers, check_output_folder
 from cee_bench.training import FitContext, Stage
 
-# Per preset: data limits and how many examples the latency measurement times.
-PRESET_LIMITS: dict[str, dict[str, Any]] = {
-    "smoke": {"max_train_samples": 64, "max_eval_samples": 48, "max_seq_length": 64, "latency_examples": 16},
-    "cpu": {"max_train_samples": 4000, "max_eval_samples": None, "max_seq_length": 128, "latency_examples": 200},
-    "paper": {"max_train_samples": None, "max_eval_samples": None, "max_seq_length": 128, "latency_examples": 1000},
-}
 EVAL_BATCH_SIZE = 32
 DEFAULT_POOLING = "mean"
 
 
 @dataclass
 class RunOptions:
+    """Every option of a run, both kinds (the command line's `--delta/--epsilon/--greedy` are generation's,
+    `--pooling`, the stage overrides and the input/latency limits classification's: `cli.py` refuses a flag of the
+    other kind)."""
+
     task: str
     methods: str = "all"
     model: str | None = None
@@ -75,12 +75,17 @@ class RunOptions:
     latency_examples: int | None = None
     grid: list[float] | None = None  # one method's grid (`--grid`)
     grids: dict[str, list[Any]] = field(default_factory=dict)  # method name → grid (a config file's `grids`)
+    delta: float | None = None  # generation: Learn-then-Test tolerance
+    epsilon: float | None = None  # generation: Learn-then-Test risk level
+    greedy: bool = False  # generation: greedy decoding instead of the paper's sampling
     limits: dict[str, Any] = field(default_factory=dict)
+    generation: Any = None  # the resolved `GenerationPreset` of a generation task
 
     def validate(self) -> None:
         if self.preset not in PRESETS:
             raise UserError(f"unknown preset '{self.preset}'; choose one of {', '.join(PRESETS)}")
-        if self.pooling not in POOLINGS:
+        kind = get_task(self.task, kind=None).kind
+        if kind == "classification" and self.pooling not in POOLINGS:
             raise UserError(f"unknown pooling '{self.pooling}'; choose one of {', '.join(POOLINGS)}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise UserError(f"unknown device '{self.device}'; choose auto, cpu or cuda")
@@ -92,6 +97,11 @@ class RunOptions:
         if self.data_dir is not None:
             check_folder(self.data_dir, "data folder", must_exist=True)
         check_output_folder(self.output_dir, self.task.lower())  # the records' folder, as `get_task` names it
+        if kind == "generation":
+            self.generation = generation_preset(self.preset, max_eval_samples=self.max_eval_samples,
+                                                max_train_samples=self.max_train_samples, delta=self.delta,
+                                                epsilon=self.epsilon, greedy=self.greedy)
+            return
         self.limits = {k: getattr(self, k) if getattr(self, k) is not None else v
                        for k, v in PRESET_LIMITS[self.preset].items()}
 
@@ -113,7 +123,11 @@ def check_options(opts: RunOptions) -> None:
     if opts.seeds is not None:
         check_seeds(opts.seeds)
     opts.validate()
-    get_task(opts.task)
+    if get_task(opts.task, kind=None).kind == "generation":
+        from cee_bench.generation.recipe import check_methods
+
+        check_methods(opts)
+        return
     methods = [get_method(n) for n in parse_methods(opts.methods)]
     stages = {m.name: resolve_stages(m, opts) for m in methods}
     apply_grids(opts, methods, stages)
@@ -148,41 +162,81 @@ def parse_seeds(spec: str) -> list[int]:
 
 
 def run_seed(opts: RunOptions) -> list[Path]:
-    """Every method of `opts` at its one `seed`."""
+    """Every method of `opts` at its one `seed`: the run shell of both kinds. It validates the request, resolves the
+    device, hands the set-up to the recipe of the task's kind (classification: `set_up` below; generation:
+    `cee_bench.generation.recipe.set_up`), reuses or recomputes each record, and builds and saves the record
+    envelope (task, method, seed, kind, config, environment, provenance, data) around the recipe's numbers."""
     opts.validate()
-    task = get_task(opts.task)
-    names = parse_methods(opts.methods)
-    methods = [get_method(n) for n in names]
-    stages = {m.name: resolve_stages(m, opts) for m in methods}
-    opts.grids = apply_grids(opts, methods, stages)
+    task = get_task(opts.task, kind=None)
     distributed.start(opts.resolved_device)
     progress = Progress(quiet=opts.quiet)
-    splits = load_splits(task, opts.data_dir, max_train=opts.limits["max_train_samples"],
-                         max_eval=opts.limits["max_eval_samples"], seed=opts.seed)
-    encoder, tokenizer, backbone = load_checked_backbone(opts)
-    inputs = provenance(data_provenance(splits.files, hub=splits.hub), _model_provenance(opts, encoder, backbone))
-    length = opts.limits["max_seq_length"]
-    paths = {m.name: result_path(opts.output_dir, task.name, m.name, opts.seed) for m in methods}
-    reused = {m.name: reusable(paths[m.name], resume_identity(opts, backbone, stages[m.name], splits.source,
-                                                              opts.grids.get(m.name)), force=opts.force)
-              for m in methods}  # every mismatch is found before the first method trains
-    data = {name: encode(tokenizer, examples, length)
-            for name, examples in (("train", splits.train), ("heldout", splits.heldout), ("dev", splits.dev))}
-    for method in methods:
-        if distributed.from_main(reused[method.name]):
-            progress.log(f"[dim]{task.name}/{method.name}: kept {paths[method.name]} (same configuration; "
+    if task.kind == "generation":
+        from cee_bench.generation.recipe import set_up as generation_set_up
+
+        setup: Any = generation_set_up(opts, progress)
+    else:
+        setup = set_up(opts, progress)
+    paths = {name: result_path(opts.output_dir, task.name, name, opts.seed) for name in setup.methods}
+    reused = {name: reusable(paths[name], setup.identity(name), force=opts.force)
+              for name in setup.methods}  # every mismatch is found before the first method trains
+    for name in setup.methods:
+        if distributed.from_main(reused[name]):
+            progress.log(f"[dim]{task.name}/{name}: kept {paths[name]} (same configuration; "
                          "--force recomputes it)[/dim]")
             continue
-        progress.log(f"[bold]{task.name}[/bold] · {method.name}")
-        record = run_method(method, task, encoder, backbone, data, stages[method.name], opts, progress)
-        if record is not None:  # None on the processes other than the main one
-            record["data"] = {"source": splits.source, "train": len(splits.train), "heldout": len(splits.heldout),
-                              "dev": len(splits.dev)}
-            record["provenance"] = inputs
+        progress.log(f"[bold]{task.name}[/bold] · {name}")
+        body = setup.run_method(name)
+        if body is not None:  # None on the processes other than the main one
+            record = {"task": task.name, "method": name, "seed": opts.seed, "kind": task.kind,
+                      "config": setup.config(name), **body, "environment": environment(),
+                      "provenance": setup.provenance, "data": setup.data_summary}
             save_result(opts.output_dir, record)
-            progress.log(f"  wrote {paths[method.name]}")
+            progress.log(f"  wrote {paths[name]}")
         distributed.barrier()
     return list(paths.values())
+
+
+class SetUp:
+    """A classification run's set-up, written once (`run_seed`, `analysis.build_context` and the benchmarks use it):
+    the task, its methods and their stages, the data splits and the checked backbone; the encoded splits on first
+    use. What the shell asks of a recipe: `methods`, `identity`, `config`, `provenance`, `data_summary`,
+    `run_method`."""
+
+    def __init__(self, opts: RunOptions, progress: Progress, methods: list[Method] | None = None) -> None:
+        self.opts, self.progress = opts, progress
+        self.task = get_task(opts.task)
+        methods = methods if methods is not None else [get_method(n) for n in parse_methods(opts.methods)]
+        self.methods = {m.name: m for m in methods}
+        self.stages = {m.name: resolve_stages(m, opts) for m in methods}
+        opts.grids = apply_grids(opts, methods, self.stages)
+        self.splits = load_splits(self.task, opts.data_dir, max_train=opts.limits["max_train_samples"],
+                                  max_eval=opts.limits["max_eval_samples"], seed=opts.seed)
+        self.encoder, self.tokenizer, self.backbone = load_checked_backbone(opts)
+        self.provenance = provenance(data_provenance(self.splits.files, hub=self.splits.hub),
+                                     _model_provenance(opts, self.encoder, self.backbone))
+        self.data_summary = {"source": self.splits.source, "train": len(self.splits.train),
+                             "heldout": len(self.splits.heldout), "dev": len(self.splits.dev)}
+
+    @cached_property
+    def data(self) -> dict[str, Encoded]:
+        length = self.opts.limits["max_seq_length"]
+        return {name: encode(self.tokenizer, getattr(self.splits, name), length) for name in ("train", "heldout", "dev")}
+
+    def identity(self, name: str) -> dict[str, Any]:
+        return resume_identity(self.opts, self.backbone, self.stages[name], self.splits.source,
+                               self.opts.grids.get(name))
+
+    def config(self, name: str) -> dict[str, Any]:
+        return run_config(self.opts, self.backbone, self.stages[name])
+
+    def run_method(self, name: str) -> dict[str, Any] | None:
+        return run_method(self.methods[name], self.task, self.encoder, self.backbone, self.data, self.stages[name],
+                          self.opts, self.progress)
+
+
+def set_up(opts: RunOptions, progress: Progress, methods: list[Method] | None = None) -> SetUp:
+    """The classification recipe's set-up for `opts` (its `methods`, else `opts.methods`)."""
+    return SetUp(opts, progress, methods)
 
 
 def load_checked_backbone(opts: RunOptions) -> tuple[torch.nn.Module, Any, str]:
@@ -286,7 +340,7 @@ def build_model(method: Method, encoder: torch.nn.Module, task: Task, pooling: s
 def run_method(method: Method, task: Task, encoder: torch.nn.Module, backbone: str, data: dict[str, Encoded],
                stages: dict[str, Stage], opts: RunOptions, progress: Progress) -> dict[str, Any] | None:
     """Train `method` (every process), then on the main process only evaluate, time and store its models;
-    returns the record there and None elsewhere."""
+    returns the record's numbers there (`run_seed` wraps them in the envelope) and None elsewhere."""
     model = build_model(method, encoder, task, opts.pooling, opts.seed)
     started = time.perf_counter()
     ctx = FitContext(model, data["train"], data["heldout"], stages, seed=opts.seed, device=opts.resolved_device,
@@ -333,13 +387,12 @@ def run_method(method: Method, task: Task, encoder: torch.nn.Module, backbone: s
     per_example = {"ids": list(data["dev"].ids or range(len(data["dev"]))), "labels": data["dev"].labels.tolist(),
                    "points": points}
     return {
-        "task": task.name, "method": method.name, "method_display": method.display.format(backbone=backbone),
-        "backbone": backbone, "seed": opts.seed, "kind": "classification", "num_layers": model.num_layers,
+        "method_display": method.display.format(backbone=backbone),
+        "backbone": backbone, "num_layers": model.num_layers,
         "metric": task.main_metric, "metrics": list(task.metrics),
-        "config": run_config(opts, backbone, stages),
         "method_meta": {**method.metadata(), **ctx.meta, "grid": grid,
                         "grid_source": "run options" if given is not None else "method", "log": ctx.log},
-        "environment": environment(), "train_seconds": train_seconds, "model_store": model_store,
+        "train_seconds": train_seconds, "model_store": model_store,
         "reference": reference,
         "per_layer_scores": {split: per_layer_scores(trace_of(grid[-1], split), task) for split in ("heldout", "dev")},
         "curve": curves["dev"], "selection_curve": curves["heldout"], "curve_kind": "simulated",

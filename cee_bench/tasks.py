@@ -1,12 +1,15 @@
-"""The classification task registry: where each GLUE task's data comes from and how it is scored.
+"""The task registry, both kinds: where each task's data comes from and how it is scored.
 
-A task is pure description (files, columns, label names, metrics); `data.py` does the reading. Label ids follow the
-Hugging Face `nyu-mll/glue` datasets, so a model trained on local TSV files and one trained on the hub data agree.
+A task is pure description (files, columns, label names, metrics) with a `kind` — "classification" (GLUE, read by
+`data.py`) or "generation" (prompts, read by `generation/tasks.py`) — like lm-evaluation-harness's `output_type`:
+the kind picks the recipe `cee-bench run` hands the task to and the methods it accepts. Label ids follow the Hugging
+Face `nyu-mll/glue` datasets, so a model trained on local TSV files and one trained on the hub data agree.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from cee_bench.errors import UserError
 
@@ -29,6 +32,7 @@ class Task:
     hub_text_columns: tuple[str, ...]
     hub_dev_split: str
     metrics: tuple[str, ...]  # first one is the task's main score (Table 3's column)
+    kind: str = "classification"
 
     @property
     def num_labels(self) -> int:
@@ -39,7 +43,7 @@ class Task:
         return self.metrics[0]
 
 
-TASKS: dict[str, Task] = {
+CLASSIFICATION_TASKS: dict[str, Task] = {
     task.name: task
     for task in (
         Task("rte", "RTE", "train.tsv", "dev.tsv", ("sentence1", "sentence2"), "label",
@@ -64,9 +68,54 @@ TASKS: dict[str, Task] = {
 }
 
 
-def get_task(name: str) -> Task:
-    """The task called `name`, or a user error listing the known ones."""
-    try:
-        return TASKS[name.lower()]
-    except KeyError:
-        raise UserError(f"unknown task '{name}'; known tasks: {', '.join(TASKS)}") from None
+
+
+@dataclass(frozen=True)
+class GenerationTask:
+    """One generation task: its local file (under the data folder), hub dataset (id, config, split), the fields every
+    record must have, and what its outputs are scored against (`gold`: the dataset's reference; else the full
+    model's own output, the paper's protocol for instruction data)."""
+
+    name: str
+    local_file: str
+    hub: tuple[str, str | None, str]
+    fields: tuple[str, ...]
+    gold: bool
+    metrics: tuple[str, ...] = ("rouge_l", "bert_f")
+    kind: str = "generation"
+
+    @property
+    def main_metric(self) -> str:
+        return self.metrics[0]
+
+
+TASKS: dict[str, Task | GenerationTask] = {**CLASSIFICATION_TASKS, **{
+    task.name: task
+    for task in (
+        GenerationTask("cnndm", "cnn_dm/test-250.jsonl", ("abisee/cnn_dailymail", "3.0.0", "test"),
+                       ("article", "highlights"), gold=True),
+        GenerationTask("dolly", "dolly/prompts.jsonl", ("databricks/databricks-dolly-15k", None, "train"),
+                       ("instruction", "context"), gold=False),
+        GenerationTask("alpaca", "alpaca/alpaca_5000.json", ("tatsu-lab/alpaca", None, "train"),
+                       ("instruction", "input", "output"), gold=False),
+    )
+}}
+KINDS = ("classification", "generation")
+
+
+def task_names(kind: str) -> tuple[str, ...]:
+    """The registered tasks of one kind, in registry order."""
+    return tuple(name for name, task in TASKS.items() if task.kind == kind)
+
+
+def get_task(name: str, kind: str | None = "classification") -> Any:
+    """The task called `name` of `kind` (None: of any kind), or a user error listing the known ones — naming the
+    task's kind when it exists under the other one."""
+    task = TASKS.get(name.lower())
+    if task is not None and (kind is None or task.kind == kind):
+        return task
+    known = [n for n, t in TASKS.items() if kind is None or t.kind == kind]
+    if task is not None:
+        raise UserError(f"{task.name} is a {task.kind} task; this takes {kind} tasks: {', '.join(known)}")
+    raise UserError(f"unknown {kind + ' ' if kind == 'generation' else ''}task '{name}'; known tasks: "
+                    f"{', '.join(known)}")

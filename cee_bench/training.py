@@ -108,45 +108,79 @@ class FitContext:
             p.requires_grad_(id(p) in trainable)
         batches = batches or (lambda epoch: self.train_batches(stage.batch_size, epoch))
         per_epoch = steps_per_epoch or math.ceil(len(self.train) / stage.batch_size)
-        total = max(1, math.ceil(stage.epochs * per_epoch))
-        optimizer = torch.optim.AdamW(params, lr=stage.lr, weight_decay=stage.weight_decay, eps=1e-8)
-        warmup = int(stage.warmup_ratio * total)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
-        # DDP wraps this stage's loss, built after `requires_grad` is set, rather than the model once: it then
-        # registers and all-reduces only the stage's trainable parameters (the policy stage sends the policy's
-        # gradients, not the frozen encoder's), and a loss that never calls the model's forward (the policy stage
-        # on cached states) is still synchronised.
-        stage_loss, optimizer, scheduler = self.accelerator.prepare(_StageLoss(self.model, loss_fn), optimizer,
-                                                                    scheduler)
-        self.model.train()
-        losses: list[float] = []
-        step = 0
-        with self.progress.task(f"train {name}", total=total) as advance:
-            for epoch in range(math.ceil(stage.epochs)):
-                running, count = 0.0, 0
-                for batch in _take(self.accelerator.prepare_data_loader(batches(epoch)), total - step):
-                    loss = stage_loss(batch, step)
-                    optimizer.zero_grad(set_to_none=True)
-                    self.accelerator.backward(loss)
-                    if stage.grad_clip:
-                        self.accelerator.clip_grad_norm_(params, stage.grad_clip)
-                    optimizer.step()
-                    scheduler.step()
-                    running, count, step = running + float(loss.detach()), count + 1, step + 1
-                    advance(f"loss {running / count:.4f}")
-                mean = torch.tensor(running / max(count, 1), device=self.device)
-                losses.append(float(self.accelerator.reduce(mean, "mean")))
-                if on_epoch_end is not None:
-                    on_epoch_end(epoch)
-                if step >= total:
-                    break
-        self.accelerator.free_memory()  # drop this stage's DDP wrapper, optimiser and loaders
+        losses, _ = run_stage(self.accelerator, self.model, params, loss_fn,
+                              lambda epoch: self.accelerator.prepare_data_loader(batches(epoch)), stage=stage,
+                              total=max(1, math.ceil(stage.epochs * per_epoch)), name=name, progress=self.progress,
+                              on_epoch_end=on_epoch_end)
         for p in self.model.parameters():
             p.requires_grad_(True)
         self.model.eval()
         self.log[name] = losses
         return losses
+
+
+def run_stage(accelerator: Any, module: nn.Module, params: list[nn.Parameter], loss_fn: LossFn,
+              batches: Callable[[int], Iterable[Any]], *, stage: Stage, total: int, name: str, progress: Progress,
+              on_epoch_end: Callable[[int], None] | None = None, constant_lr: bool = False
+              ) -> tuple[list[float], list[float]]:
+    """The loop itself: AdamW over `params`, `total` global steps of `loss_fn(batch, step)` over `batches(epoch)`,
+    a linear schedule (or a constant rate), clipping when the stage asks, a progress bar. Returns (mean loss per
+    epoch averaged over processes, loss per step)."""
+    optimizer = torch.optim.AdamW(params, lr=stage.lr, weight_decay=stage.weight_decay, eps=1e-8)
+    warmup = int(stage.warmup_ratio * total)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, (lambda s: 1.0) if constant_lr else (
+        lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup))))
+    # DDP wraps this stage's loss, built after `requires_grad` is set, rather than the model once: it then
+    # registers and all-reduces only the stage's trainable parameters (the policy stage sends the policy's
+    # gradients, not the frozen encoder's), and a loss that never calls the model's forward (the policy stage
+    # on cached states) is still synchronised.
+    stage_loss, optimizer, scheduler = accelerator.prepare(_StageLoss(module, loss_fn), optimizer, scheduler)
+    module.train()
+    losses: list[float] = []
+    step_losses: list[float] = []
+    step = 0
+    with progress.task(f"train {name}", total=total) as advance:
+        for epoch in range(math.ceil(stage.epochs)):
+            running, count = 0.0, 0
+            for batch in _take(batches(epoch), total - step):
+                loss = stage_loss(batch, step)
+                optimizer.zero_grad(set_to_none=True)
+                accelerator.backward(loss)
+                if stage.grad_clip:
+                    accelerator.clip_grad_norm_(params, stage.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                step_losses.append(float(loss.detach()))
+                running, count, step = running + step_losses[-1], count + 1, step + 1
+                advance(f"loss {running / count:.4f}")
+            mean = torch.tensor(running / max(count, 1), device=accelerator.device)
+            losses.append(float(accelerator.reduce(mean, "mean")))
+            if on_epoch_end is not None:
+                on_epoch_end(epoch)
+            if step >= total:
+                break
+    accelerator.free_memory()  # drop this stage's DDP wrapper, optimiser and loaders
+    return losses, step_losses
+
+
+def train_steps(name: str, module: nn.Module, loss_fn: LossFn, batches: list[Any], *, lr: float,
+                progress: Progress | None = None) -> list[float]:
+    """A frozen-backbone stage of the generation track through the same loop: every parameter of `module` (exit
+    adapters, policy, meta classifier) for one step per precomputed batch, at a constant rate and without clipping
+    (these stages' recipes: Adam, fixed step counts); returns the loss of every step. One process: the generation
+    track refuses several."""
+    from accelerate import Accelerator
+
+    params = list(module.parameters())
+    if not batches:
+        return []
+    accelerator = Accelerator(cpu=params[0].device.type == "cpu")
+    stage = Stage(epochs=1, batch_size=max(1, len(batches[0])), lr=lr, grad_clip=0.0)
+    _, step_losses = run_stage(accelerator, module, params, loss_fn, lambda epoch: batches, stage=stage,
+                               total=len(batches), name=name, progress=progress or Progress.quiet(),
+                               constant_lr=True)
+    module.eval()
+    return step_losses
 
 
 class _StageLoss(nn.Module):

@@ -267,6 +267,26 @@ def test_numbers_outside_their_domain(args, message, console_script, store, cli)
             console_script=console_script)
 
 
+# The same flags mean the same thing on both kinds: `--device` is checked for generation too, `--grid` is one
+# method's grid (and each method checks its own values), and a method registered twice is gone.
+GENERATION_FLAGS = [
+    (["--task", "cnndm", "--device", "gpu"], "unknown device 'gpu'"),
+    (["--task", "cnndm", "--methods", "calm,consistentee", "--grid", "0.9"], "give exactly one method"),
+    (["--task", "cnndm", "--methods", "consistentee", "--grid", "-1"], "alpha must be a finite number >= 0"),
+    (["--task", "cnndm", "--methods", "calm", "--grid", "1.5"], "threshold must be in [0, 1], got 1.5"),
+    (["--task", "cnndm", "--methods", "calm-state"], "unknown generation method 'calm-state'"),
+    (["--task", "cnndm", "--pooling", "cls"], "--pooling applies to classification tasks only"),
+    (["--task", "rte", "--greedy"], "--greedy applies to generation tasks only"),
+]
+
+
+@pytest.mark.parametrize("args, message, console_script", first_by_console(GENERATION_FLAGS))
+def test_generation_flags_mean_what_they_mean_for_classification(args, message, console_script, store, cli):
+    data = str(SHARED_DATA if "cnndm" in args else GLUE)
+    refused(_run(*args, "--preset", "smoke", "--data-dir", data, store=store), message, store, cli,
+            console_script=console_script)
+
+
 ANALYSIS_AND_REPORT = [
     (["analyze", "layers", "--task", "rte", "--alpha", "nan"], "alpha must be"),
     (["analyze", "hardness", "--task", "rte", "--epochs", "inf", "--data-dir", str(GLUE)],

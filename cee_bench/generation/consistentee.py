@@ -1,4 +1,5 @@
-"""ConsistentEE for generation (ConsistentEE-LLM, METHODS.md §2): per-token policy networks and their training.
+"""ConsistentEE for generation (ConsistentEE-LLM, METHODS.md §2), the whole method in one module: per-token policy
+networks, their training stages, the inference rule and the method (`METHOD`: its candidates and record metadata).
 
 Architecture: a policy `Linear(H, 1)` + sigmoid per exit layer on the final-RMS-normed state of the token (§2.1);
 exits are the shared norm + head with low-rank residual adapters (see `model.py`; the paper uses per-layer LoRA
@@ -16,13 +17,21 @@ exits are adapters, not LoRA heads; optimiser steps and token counts are the pre
 
 from __future__ import annotations
 
+import copy
+import math
 from dataclasses import dataclass
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 
+from cee_bench.errors import UserError
+from cee_bench.generation.method import Candidate, GenerationMethod, TrainingContext
 from cee_bench.generation.model import MultiExitLM
-from cee_bench.generation.training import TrainingStates
+from cee_bench.presets import GenerationPreset
+from cee_bench.generation.training import TrainingStates, sample_batches
+from cee_bench.progress import Progress
+from cee_bench.training import train_steps
 
 
 class PolicyNetworks(nn.Module):
@@ -39,28 +48,19 @@ class PolicyNetworks(nn.Module):
         return torch.sigmoid(torch.einsum("ebh,eh->eb", normed, self.weight[index]) + self.bias[index, None])
 
 
-def _sample_batches(size: int, batch: int, steps: int, seed: int):
-    generator = torch.Generator().manual_seed(seed)
-    for _ in range(steps):
-        yield torch.randint(0, size, (min(batch, size),), generator=generator)
-
-
 def train_exits_weighted(mlm: MultiExitLM, data: TrainingStates, *, steps: int, lr: float, batch: int,
-                         seed: int) -> list[float]:
+                         seed: int, progress: Progress | None = None) -> list[float]:
     """Stage 1: adapters of every intermediate exit with `Σ_i i·CE_i / Σ_i i`; returns the loss per step."""
     layers = [i for i in mlm.exit_layers if i < mlm.num_layers]
     weights = torch.tensor(layers, dtype=torch.float32)
     weights = weights / weights.sum()
-    optimiser = torch.optim.Adam(mlm.adapters.parameters(), lr=lr)
-    losses = []
-    for rows in _sample_batches(data.size, batch, steps, seed):
-        loss = sum(w * nn.functional.cross_entropy(mlm.exit_logits(data.states[i, rows], i), data.labels[rows])
+
+    def loss(rows: torch.Tensor, step: int) -> torch.Tensor:
+        return sum(w * nn.functional.cross_entropy(mlm.exit_logits(data.states[i, rows], i), data.labels[rows])
                    for w, i in zip(weights, layers))
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        losses.append(float(loss.detach()))
-    return losses
+
+    return train_steps("exits (weighted CE)", mlm.adapters, loss, sample_batches(data.size, batch, steps, seed),
+                       lr=lr, progress=progress)
 
 
 def normed_exit_states(mlm: MultiExitLM, data: TrainingStates) -> torch.Tensor:
@@ -70,18 +70,19 @@ def normed_exit_states(mlm: MultiExitLM, data: TrainingStates) -> torch.Tensor:
 
 
 def train_policy(mlm: MultiExitLM, data: TrainingStates, ce: torch.Tensor, normed: torch.Tensor, *, alpha: float,
-                 steps: int, lr: float, batch: int, copies: int = 4, seed: int = 0) -> PolicyNetworks:
+                 steps: int, lr: float, batch: int, copies: int = 4, seed: int = 0,
+                 progress: Progress | None = None) -> PolicyNetworks:
     """Stage 2: REINFORCE with the vanilla reward on cached states.
 
     `ce` [E, N] is every exit's CE after stage 1 (`per_exit_outputs`, last row = top layer) and `normed` the
     policy inputs (`normed_exit_states`); both are computed once and shared by every α of a sweep."""
     torch.manual_seed(seed)
     policy = PolicyNetworks(mlm.num_layers, data.states.shape[-1])
-    optimiser = torch.optim.Adam(policy.parameters(), lr=lr)
     layers = torch.tensor(mlm.exit_layers)
     inner = layers[:-1]
     generator = torch.Generator().manual_seed(seed + 1)
-    for rows in _sample_batches(data.size, batch, steps, seed):
+
+    def loss(rows: torch.Tensor, step: int) -> torch.Tensor:
         probs = policy(normed[:, rows], inner).clamp(1e-6, 1 - 1e-6)  # [E', B]
         actions = torch.bernoulli(probs.expand(copies, -1, -1), generator=generator)
         actions[0] = 0  # the first copy is the full-depth roll-out
@@ -95,10 +96,10 @@ def train_policy(mlm: MultiExitLM, data: TrainingStates, ce: torch.Tensor, norme
         exit_layer = layers[exit_index].float()
         reward = -ce[exit_index, rows[None]] - alpha * exit_layer
         advantage = reward - reward.mean(0, keepdim=True)
-        loss = -(advantage * log_prob / exit_layer)[1:].mean()
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
+        return -(advantage * log_prob / exit_layer)[1:].mean()
+
+    train_steps(f"policy (alpha {alpha:g})", policy, loss, sample_batches(data.size, batch, steps, seed), lr=lr,
+                progress=progress)
     return policy.eval()
 
 
@@ -113,23 +114,22 @@ def policy_exit_layers(mlm: MultiExitLM, policy: PolicyNetworks, normed: torch.T
 
 
 def train_exits_at_policy(mlm: MultiExitLM, data: TrainingStates, exit_layers: torch.Tensor, *, steps: int,
-                          lr: float, batch: int, seed: int) -> None:
+                          lr: float, batch: int, seed: int, progress: Progress | None = None) -> None:
     """Stage 3: adapters trained on each token's CE at its policy exit layer (tokens reaching the top have no
     trainable exit and are skipped)."""
     early = torch.nonzero(exit_layers < mlm.num_layers).flatten()
     if early.numel() == 0:
         return
-    optimiser = torch.optim.Adam(mlm.adapters.parameters(), lr=lr)
-    for pick in _sample_batches(early.numel(), batch, steps, seed):
-        rows = early[pick]
+
+    def loss(rows: torch.Tensor, step: int) -> torch.Tensor:
         losses = [nn.functional.cross_entropy(mlm.exit_logits(data.states[layer, rows[exit_layers[rows] == layer]],
                                                               layer),
                                               data.labels[rows[exit_layers[rows] == layer]], reduction="sum")
                   for layer in exit_layers[rows].unique().tolist()]
-        loss = sum(losses) / len(rows)
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
+        return sum(losses) / len(rows)
+
+    train_steps("exits at the policy's layers", mlm.adapters, loss,
+                [early[pick] for pick in sample_batches(early.numel(), batch, steps, seed)], lr=lr, progress=progress)
 
 
 @dataclass
@@ -145,3 +145,55 @@ class PolicyRule:
         prob = float(torch.sigmoid(mlm.norm(hidden).reshape(-1) @ self.policy.weight[index]
                                    + self.policy.bias[index]))
         return prob > self.threshold, prob, None
+
+
+class ConsistentEELLM(GenerationMethod):
+    """ConsistentEE-LLM as a generation method: stage 1 once (shared with the anytime CALM variants), then per α
+    (ascending = most conservative first) the policy and the stage-3 exits; each α is one candidate with the 0.5
+    rule (the paper's way of tracing its curve)."""
+
+    name = "consistentee"
+    display = "ConsistentEE"
+    grid_name = "alpha"
+    exits = "anytime"
+    rule_name = "policy P(exit) > 0.5"
+
+    def grid(self, preset: GenerationPreset) -> tuple[float, ...]:
+        return tuple(sorted(preset.alphas))
+
+    def order(self, grid: Sequence[float]) -> tuple[float, ...]:
+        bad = [a for a in grid if not 0.0 <= a < math.inf]
+        if bad:
+            raise UserError(f"alpha must be a finite number >= 0, got {bad[0]}")
+        return tuple(sorted(float(a) for a in grid))
+
+    def candidates(self, ctx: TrainingContext, grid: Sequence[float]) -> tuple[list[Candidate], dict[str, Any]]:
+        preset, data = ctx.preset, ctx.states
+        base, ce = ctx.anytime
+        normed = normed_exit_states(base, data)
+        info: dict[str, Any] = {"per_alpha": {}}
+        candidates = []
+        for alpha in grid:
+            view = MultiExitLM(ctx.lm, ctx.exit_layers, copy.deepcopy(base.adapters))
+            policy = train_policy(view, data, ce, normed, alpha=alpha, steps=preset.policy_steps, lr=preset.policy_lr,
+                                  batch=preset.policy_batch, copies=preset.policy_copies, seed=ctx.seed,
+                                  progress=ctx.progress)
+            exits = policy_exit_layers(view, policy, normed)
+            train_exits_at_policy(view, data, exits, steps=preset.stage3_steps, lr=preset.stage3_lr,
+                                  batch=preset.exit_batch, seed=ctx.seed, progress=ctx.progress)
+            info["per_alpha"][str(alpha)] = {"train_mean_exit_layer": float(exits.float().mean())}
+            candidates.append(Candidate({"threshold": 0.5, "alpha": alpha}, view, PolicyRule(policy)))
+        return candidates, info
+
+    def metadata(self, preset: GenerationPreset) -> dict[str, Any]:
+        return {"curve_parameter": "alpha", "reward": "vanilla: -CE_e - alpha*e (the paper's choice for generation)",
+                "exit_rule": "P(exit) > 0.5",
+                "exits": f"low-rank residual adapters (rank {preset.adapter_rank}) on the hidden state before the "
+                         "shared norm + LM head, instead of per-layer LoRA LM heads",
+                "deviations": ["policy roll-outs on cached full-model states (no state copying inside training)",
+                               "exits are low-rank residual adapters, not LoRA heads",
+                               f"{preset.exit_steps}/{preset.policy_steps}/{preset.stage3_steps} optimiser steps for "
+                               "stages 1/2/3 instead of one epoch each"]}
+
+
+METHOD = ConsistentEELLM()

@@ -1,4 +1,5 @@
-"""Generation tasks: where prompts, references and training text come from.
+"""Reading generation tasks (registered with their files and fields in `cee_bench.tasks`): prompts, references and
+training text.
 
 - `cnndm`: CNN/DailyMail; the reference is the gold highlights. Local `<data>/cnn_dm/test-250.jsonl` (id, article,
   highlights) or the hub dataset abisee/cnn_dailymail (test split).
@@ -20,14 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cee_bench.errors import UserError
+from cee_bench.tasks import get_task
 from cee_bench.validation import read_text
 
-GENERATION_TASKS: tuple[str, ...] = ("cnndm", "dolly", "alpaca")
-_FILES = {"cnndm": "cnn_dm/test-250.jsonl", "dolly": "dolly/prompts.jsonl", "alpaca": "alpaca/alpaca_5000.json"}
-_HUB = {"cnndm": ("abisee/cnn_dailymail", "3.0.0", "test"), "dolly": ("databricks/databricks-dolly-15k", None, "train"),
-        "alpaca": ("tatsu-lab/alpaca", None, "train")}
-_FIELDS = {"cnndm": ("article", "highlights"), "dolly": ("instruction", "context"),
-           "alpaca": ("instruction", "input", "output")}
 CNNDM_INSTRUCTION = "Summarize the following news article in a few sentences.\n\n"
 
 
@@ -54,7 +50,7 @@ def _read_rows(task: str, data_dir: Path | None) -> tuple[list[dict], str]:
     """Raw rows of a task and a description of their source; one clear line when they cannot be had."""
     if data_dir is None:
         return _hub_rows(task)
-    path = data_dir / _FILES[task]
+    path = data_dir / get_task(task, "generation").local_file
     text = read_text(path)
     try:
         if path.suffix == ".json":
@@ -66,7 +62,7 @@ def _read_rows(task: str, data_dir: Path | None) -> tuple[list[dict], str]:
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}: malformed JSON at line {exc.lineno}: {exc.msg}") from None
     for number, row in enumerate(rows, start=1):
-        missing = [f for f in _FIELDS[task] if not isinstance(row, dict) or f not in row]
+        missing = [f for f in get_task(task, "generation").fields if not isinstance(row, dict) or f not in row]
         if missing:
             raise UserError(f"{path}: record {number} lacks field {missing[0]!r}")
     if not rows:
@@ -75,7 +71,7 @@ def _read_rows(task: str, data_dir: Path | None) -> tuple[list[dict], str]:
 
 
 def _hub_rows(task: str) -> tuple[list[dict], str]:
-    hub_id, config, split = _HUB[task]
+    hub_id, config, split = get_task(task, "generation").hub
     try:
         from datasets import load_dataset
 
@@ -105,8 +101,7 @@ def _example(task: str, row: dict, number: int) -> Example:
 
 def load_examples(task: str, data_dir: Path | None) -> tuple[list[Example], str]:
     """Every example of `task` in source order, and where they came from."""
-    if task not in GENERATION_TASKS:
-        raise UserError(f"unknown generation task {task!r}; choose from {', '.join(GENERATION_TASKS)}")
+    get_task(task, "generation")
     rows, source = _read_rows(task, data_dir)
     return [_example(task, row, n) for n, row in enumerate(rows)], source
 

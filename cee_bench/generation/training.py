@@ -71,6 +71,13 @@ def collect_states(mlm: MultiExitLM, tokenizer, examples: Sequence[Example], *, 
     return TrainingStates(torch.cat(chunks, dim=1), torch.cat(labels))
 
 
+def sample_batches(size: int, batch: int, steps: int, seed: int) -> list[torch.Tensor]:
+    """`steps` batches of training positions drawn with replacement from a generator seeded by `seed` (the
+    frozen-backbone stages sample steps, not epochs)."""
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randint(0, size, (min(batch, size),), generator=generator) for _ in range(steps)]
+
+
 @torch.no_grad()
 def per_exit_outputs(mlm: MultiExitLM, data: TrainingStates, chunk: int = 512
                      ) -> tuple[torch.Tensor, torch.Tensor]:

