@@ -18,14 +18,11 @@ from pathlib import Path
 import torch
 
 from cee_bench.curve import choose_operating_points, evaluate_rule, per_layer_scores, sweep
-from cee_bench.data import encode, load_splits
 from cee_bench.exits import EntropyBelow
 from cee_bench.method import get_method
-from cee_bench.multiexit import load_backbone
 from cee_bench.progress import Progress
-from cee_bench.runner import build_model, resolve_stages, RunOptions
+from cee_bench.runner import RunOptions, build_model, set_up
 from cee_bench.runtime import measure_latency
-from cee_bench.tasks import get_task
 from cee_bench.trace import compute_trace
 from cee_bench.training import FitContext
 
@@ -39,15 +36,15 @@ def main() -> None:
     parser.add_argument("--latency-examples", type=int, default=200)
     args = parser.parse_args()
 
-    task, method = get_task(args.task), get_method("pabee")
-    opts = RunOptions(task=args.task, methods="pabee", epochs=args.epochs)
+    method = get_method("pabee")
+    opts = RunOptions(task=args.task, methods="pabee", epochs=args.epochs, data_dir=args.data_dir,
+                      max_train_samples=args.max_train_samples, max_seq_length=128, device="cpu")
     opts.validate()
-    splits = load_splits(task, args.data_dir, max_train=args.max_train_samples)
-    encoder, tokenizer, _ = load_backbone(None)
-    data = {name: encode(tokenizer, getattr(splits, name), 128) for name in ("train", "heldout", "dev")}
-    model = build_model(method, encoder, task, "mean", 42)
-    method.fit(FitContext(model, data["train"], data["heldout"], resolve_stages(method, opts), seed=42, device="cpu",
-                          progress=Progress(), eval_batch_size=32))
+    setup = set_up(opts, Progress(), [method])
+    task, data = setup.task, setup.data
+    model = build_model(method, setup.encoder, task, "mean", 42)
+    method.fit(FitContext(model, data["train"], data["heldout"], setup.stages[method.name], seed=42, device="cpu",
+                          progress=setup.progress, eval_batch_size=32))
     model.eval()
 
     # (a) one plain evaluation pass vs trace + 20-threshold sweep

@@ -49,27 +49,20 @@ def build_context(task_name: str, output_dir: Path, data_dir: Path | None, model
                   quiet: bool):
     """(FitContext around a fresh ConsistentEE model, task): the same data, heads and stages `cee-bench run` uses."""
     from cee_bench.consistentee import METHOD
-    from cee_bench.data import encode, load_splits
     from cee_bench.progress import Progress
-    from cee_bench.runner import EVAL_BATCH_SIZE, RunOptions, build_model, load_checked_backbone, resolve_stages
-    from cee_bench.tasks import get_task
+    from cee_bench.runner import EVAL_BATCH_SIZE, RunOptions, build_model, set_up
     from cee_bench.training import FitContext
 
     opts = RunOptions(task=task_name, methods=METHOD.name, model=model, data_dir=data_dir, preset=preset, seed=seed,
                       pooling=pooling, epochs=epochs, max_train_samples=max_train, max_seq_length=max_len,
                       quiet=quiet, output_dir=output_dir)
     opts.validate()
-    task = get_task(task_name)
-    analysis_dir(output_dir, task.name)
-    stages = resolve_stages(METHOD, opts)
-    splits = load_splits(task, data_dir, max_train=opts.limits["max_train_samples"],
-                         max_eval=opts.limits["max_eval_samples"], seed=seed)
-    encoder, tokenizer, _ = load_checked_backbone(opts)
-    length = opts.limits["max_seq_length"]
-    net = build_model(METHOD, encoder, task, pooling, seed)
-    ctx = FitContext(net, encode(tokenizer, splits.train, length), encode(tokenizer, splits.heldout, length), stages,
-                     seed=seed, device=opts.resolved_device, progress=Progress(quiet=quiet),
-                     eval_batch_size=EVAL_BATCH_SIZE)
+    analysis_dir(output_dir, opts.task.lower())
+    setup = set_up(opts, Progress(quiet=quiet), [METHOD])
+    task = setup.task
+    net = build_model(METHOD, setup.encoder, task, pooling, seed)
+    ctx = FitContext(net, setup.data["train"], setup.data["heldout"], setup.stages[METHOD.name], seed=seed,
+                     device=opts.resolved_device, progress=setup.progress, eval_batch_size=EVAL_BATCH_SIZE)
     return ctx, task
 
 
