@@ -21,7 +21,7 @@ from cee_bench.curve import choose_operating_points, evaluate_rule, per_layer_sc
 from cee_bench.exits import EntropyBelow
 from cee_bench.method import get_method
 from cee_bench.progress import Progress
-from cee_bench.runner import RunOptions, build_model, set_up
+from cee_bench.runner import RunOptions, SetUp, build_model
 from cee_bench.runtime import measure_latency
 from cee_bench.trace import compute_trace
 from cee_bench.training import FitContext
@@ -40,7 +40,7 @@ def main() -> None:
     opts = RunOptions(task=args.task, methods="pabee", epochs=args.epochs, data_dir=args.data_dir,
                       max_train_samples=args.max_train_samples, max_seq_length=128, device="cpu")
     opts.validate()
-    setup = set_up(opts, Progress(), [method])
+    setup = SetUp(opts, Progress(), [method])
     task, data = setup.task, setup.data
     model = build_model(method, setup.encoder, task, "mean", 42)
     method.fit(FitContext(model, data["train"], data["heldout"], setup.stages[method.name], seed=42, device="cpu",

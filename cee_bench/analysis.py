@@ -50,7 +50,7 @@ def build_context(task_name: str, output_dir: Path, data_dir: Path | None, model
     """(FitContext around a fresh ConsistentEE model, task): the same data, heads and stages `cee-bench run` uses."""
     from cee_bench.consistentee import METHOD
     from cee_bench.progress import Progress
-    from cee_bench.runner import EVAL_BATCH_SIZE, RunOptions, build_model, set_up
+    from cee_bench.runner import EVAL_BATCH_SIZE, RunOptions, SetUp, build_model
     from cee_bench.training import FitContext
 
     opts = RunOptions(task=task_name, methods=METHOD.name, model=model, data_dir=data_dir, preset=preset, seed=seed,
@@ -58,7 +58,7 @@ def build_context(task_name: str, output_dir: Path, data_dir: Path | None, model
                       quiet=quiet, output_dir=output_dir)
     opts.validate()
     analysis_dir(output_dir, opts.task.lower())
-    setup = set_up(opts, Progress(quiet=quiet), [METHOD])
+    setup = SetUp(opts, Progress(quiet=quiet), [METHOD])
     task = setup.task
     net = build_model(METHOD, setup.encoder, task, pooling, seed)
     ctx = FitContext(net, setup.data["train"], setup.data["heldout"], setup.stages[METHOD.name], seed=seed,

@@ -163,19 +163,19 @@ def parse_seeds(spec: str) -> list[int]:
 
 def run_seed(opts: RunOptions) -> list[Path]:
     """Every method of `opts` at its one `seed`: the run shell of both kinds. It validates the request, resolves the
-    device, hands the set-up to the recipe of the task's kind (classification: `set_up` below; generation:
-    `cee_bench.generation.recipe.set_up`), reuses or recomputes each record, and builds and saves the record
+    device, hands the set-up to the recipe of the task's kind (classification: `SetUp` below; generation:
+    `cee_bench.generation.recipe.GenerationSetUp`), reuses or recomputes each record, and builds and saves the record
     envelope (task, method, seed, kind, config, environment, provenance, data) around the recipe's numbers."""
     opts.validate()
     task = get_task(opts.task, kind=None)
     distributed.start(opts.resolved_device)
     progress = Progress(quiet=opts.quiet)
     if task.kind == "generation":
-        from cee_bench.generation.recipe import set_up as generation_set_up
+        from cee_bench.generation.recipe import GenerationSetUp
 
-        setup: Any = generation_set_up(opts, progress)
+        setup: SetUp | GenerationSetUp = GenerationSetUp(opts, progress)
     else:
-        setup = set_up(opts, progress)
+        setup = SetUp(opts, progress)
     paths = {name: result_path(opts.output_dir, task.name, name, opts.seed) for name in setup.methods}
     reused = {name: reusable(paths[name], setup.identity(name), force=opts.force)
               for name in setup.methods}  # every mismatch is found before the first method trains
@@ -232,11 +232,6 @@ class SetUp:
     def run_method(self, name: str) -> dict[str, Any] | None:
         return run_method(self.methods[name], self.task, self.encoder, self.backbone, self.data, self.stages[name],
                           self.opts, self.progress)
-
-
-def set_up(opts: RunOptions, progress: Progress, methods: list[Method] | None = None) -> SetUp:
-    """The classification recipe's set-up for `opts` (its `methods`, else `opts.methods`)."""
-    return SetUp(opts, progress, methods)
 
 
 def load_checked_backbone(opts: RunOptions) -> tuple[torch.nn.Module, Any, str]:

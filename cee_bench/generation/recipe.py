@@ -1,7 +1,7 @@
 """The generation recipe of `cee-bench run --task cnndm|dolly|alpaca`: decode every candidate, Learn-then-Test, curve.
 
-The run shell (`runner.run_seed`) validates, resumes, shows progress and saves; this module gives it a `SetUp` with
-the same interface as the classification one. Order of work, chosen so that a user mistake never leaves files
+The run shell (`runner.run_seed`) validates, resumes, shows progress and saves; this module gives it a
+`GenerationSetUp`, with the same interface as the classification `runner.SetUp`. Order of work, chosen so that a user mistake never leaves files
 behind: data and prompt lengths are checked first; then the full model (reference outputs and its decode speed, the
 baseline of every measured speed-up), once per run; then per method: train (backbone frozen), decode the calibration
 split for every candidate and pick one with Learn-then-Test (textual consistency with the full model), decode the
@@ -26,7 +26,7 @@ from cee_bench.method import get_method, method_names, parse_methods
 from cee_bench.progress import Progress
 from cee_bench.tasks import get_task, task_names
 
-__all__ = ["GENERATION_TASKS", "GENERATION_METHODS", "run_generation", "set_up"]
+__all__ = ["GENERATION_TASKS", "GENERATION_METHODS", "GenerationSetUp", "run_generation"]
 
 GENERATION_TASKS = task_names("generation")
 GENERATION_METHODS = tuple(method_names("generation"))
@@ -113,7 +113,7 @@ class _Full:
     full_point: dict[str, Any]
 
 
-class SetUp:
+class GenerationSetUp:
     """A generation run's set-up: preset, methods and grids, data splits, the backbone; the full model's pass on
     first use. The same interface as `runner.SetUp`."""
 
@@ -214,20 +214,22 @@ class SetUp:
         candidates, info = method.candidates(ctx, self.grids[name])
         info.update(ctx.notes)
         curve, risks, outputs = [full.full_point], [], [full.full_eval]
-        for candidate in candidates:
-            calib = decode_split(candidate.mlm, full.calib_prompts, candidate.rule, **full.options)
-            risks.append(consistency_risks(self.texts(calib), full.full_calib_texts))
-            if cfg.paired_timing:
-                evaluated, again = decode_split_paired(candidate.mlm, full.eval_prompts, candidate.rule,
-                                                       **full.options)
-                curve.append(self._point(full, evaluated, decode_speed(again), **candidate.labels))
-            else:
-                evaluated = decode_split(candidate.mlm, full.eval_prompts, candidate.rule, **full.options)
-                curve.append(self._point(full, evaluated, full.full_tps, **candidate.labels))
-            outputs.append(evaluated)
-            self.progress.log(f"  {escape(str(candidate.labels))}: ROUGE-L {curve[-1]['rouge_l']:.3f}, layers/token "
-                              f"{curve[-1]['mean_layers_per_token']:.1f}, speed-up "
-                              f"{curve[-1]['speedup_measured']:.2f}x")
+        with self.progress.task(f"decode {name}", total=len(candidates)) as advance:
+            for candidate in candidates:
+                calib = decode_split(candidate.mlm, full.calib_prompts, candidate.rule, **full.options)
+                risks.append(consistency_risks(self.texts(calib), full.full_calib_texts))
+                if cfg.paired_timing:
+                    evaluated, again = decode_split_paired(candidate.mlm, full.eval_prompts, candidate.rule,
+                                                           **full.options)
+                    curve.append(self._point(full, evaluated, decode_speed(again), **candidate.labels))
+                else:
+                    evaluated = decode_split(candidate.mlm, full.eval_prompts, candidate.rule, **full.options)
+                    curve.append(self._point(full, evaluated, full.full_tps, **candidate.labels))
+                outputs.append(evaluated)
+                advance(escape(str(candidate.labels)))
+                self.progress.log(f"  {escape(str(candidate.labels))}: ROUGE-L {curve[-1]['rouge_l']:.3f}, "
+                                  f"layers/token {curve[-1]['mean_layers_per_token']:.1f}, speed-up "
+                                  f"{curve[-1]['speedup_measured']:.2f}x")
         ltt = learn_then_test(risks, cfg.delta, cfg.epsilon)
         fallback = ltt.chosen is None
         chosen = 0 if fallback else ltt.chosen + 1
@@ -265,11 +267,6 @@ class SetUp:
                     "fallback": ltt.chosen is None},
             "training": info,
         }
-
-
-def set_up(opts: Any, progress: Progress) -> SetUp:
-    """The generation recipe's set-up for `opts` (already validated by `RunOptions.validate`)."""
-    return SetUp(opts, progress)
 
 
 def run_generation(task: str, methods: list[str], *, model: str | None, data_dir: Path | None, output_dir: Path,
