@@ -54,6 +54,21 @@ class Stage:
         return replace(self, **changes)
 
 
+class Checkpoints:
+    """Where a method that trains in rounds saves each finished round and finds the last one again after an
+    interruption (ConsistentEE's rounds per α). This base keeps nothing, so a bare `FitContext` trains from scratch;
+    `cee_bench.recipes` backs it with the model store."""
+
+    def resume(self, series: str, settings: dict[str, Any], rounds: int, model: MultiExitModel) -> list[Any] | None:
+        """The log of the last stored round (of at most `rounds`) of `series` under `settings`, its weights loaded
+        into `model`; None when no round is stored."""
+        return None
+
+    def save(self, series: str, settings: dict[str, Any], round_number: int, model: MultiExitModel,
+             log: list[Any]) -> None:
+        """Keep `model` after round `round_number` of `series` with the log of every round so far."""
+
+
 class FitContext:
     """What a method's `fit` gets: the model, the data, its resolved stages, and `train_stage`."""
 
@@ -75,6 +90,8 @@ class FitContext:
         self.main_metric = main_metric  # the task's main score, for a method's own held-out checks
         self.log: dict[str, Any] = {}
         self.meta: dict[str, Any] = {}  # what `fit` reports into the record's `method_meta` (e.g. convergence)
+        self.steps: dict[str, int] = {}  # optimiser steps executed per stage name (summed over repeated stages)
+        self.checkpoints = Checkpoints()
 
     @property
     def device(self) -> torch.device:
@@ -142,6 +159,7 @@ class FitContext:
                 if step >= total:
                     break
         self.accelerator.free_memory()  # drop this stage's DDP wrapper, optimiser and loaders
+        self.steps[name] = self.steps.get(name, 0) + step
         for p in self.model.parameters():
             p.requires_grad_(True)
         self.model.eval()
