@@ -57,6 +57,7 @@ class Trained:
     meta: dict[str, Any]
     model_store: dict[str, Any] | None
     training: dict[str, Any] = field(default_factory=dict)
+    stage_keys: dict[str, str] = field(default_factory=dict)  # shared stage name → its recipe key
 
 
 def canonical(value: Any) -> Any:
@@ -233,7 +234,7 @@ class Harness:
             files = {SINGLE: key}
         model.to(torch.device(opts.resolved_device)).eval()
         store = None if self.root is None else {"path": str(self.root.relative_to(opts.output_dir)), "files": files}
-        return Trained(model, variants, log, meta, store, self.training)
+        return Trained(model, variants, log, meta, store, self.training, dict(zip(method.shares, parents)))
 
 
 class StoreCheckpoints(Checkpoints):
