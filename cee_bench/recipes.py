@@ -202,12 +202,11 @@ class Harness:
         for stage_name, source_name in method.shares.items():
             source = get_method(source_name)
             (source_stage,) = source.stages[opts.preset]
-            settings = self.stages[stage_name]
-            if settings != resolve_stages(source, opts)[source_stage]:
+            settings, theirs = self.stages[stage_name], resolve_stages(source, opts)[source_stage]
+            if settings != theirs:
                 self.training["not_shared"][stage_name] = (
                     f"{method.name}'s stage '{stage_name}' differs from {source.name}'s stage '{source_stage}' under "
-                    f"the '{opts.preset}' preset ({_differences(settings, resolve_stages(source, opts)[source_stage])}): "
-                    f"trained as its own recipe")
+                    f"the '{opts.preset}' preset ({_differences(settings, theirs)}): trained as its own recipe")
             source_model = build_model(source, self.encoder, self.task, opts.pooling, opts.seed)
             key, entry = self.recipe(source, source_model, {source_stage: settings}, [], stage_name)
             method.adopt(model, source_model)

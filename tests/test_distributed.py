@@ -106,7 +106,8 @@ def test_dev_decisions_of_the_stored_two_process_models_equal_the_record(runs) -
             fallback = point.get("fallback", False)  # Learn-then-Test found nothing: that model at full depth
             value = point["full_depth_of"] if fallback else point["threshold"]
             variant = variant_name(method.threshold_name, value)
-            model = load_model(folder / store["path"] / store["files"][variant if variant in store["files"] else SINGLE])
+            key = store["files"][variant if variant in store["files"] else SINGLE]
+            model = load_model(folder / store["path"] / key)
             trace = compute_trace(model, dev, split="dev", batch_size=32)
             _, exits = evaluate_rule(trace, Never() if fallback else method.rule(model, value), task)
             preds = trace.signals["logits"][np.arange(len(exits)), exits - 1].argmax(-1).numpy()

@@ -92,12 +92,37 @@ def test_shared_recipes_give_the_same_weights_as_training_each_method_alone(tiny
     assert [t["stage"] for t in shared["deebert"].training["trained"]] == ["highway"]
 
 
-def test_paper_preset_recipes_are_not_shared_and_the_record_says_why() -> None:
+def test_paper_preset_recipes_are_not_shared_and_the_record_says_why(tiny_encoder, tmp_path) -> None:
     opts = RunOptions(task="sst2", preset="paper")
     for name, stage, source in (("deebert", "finetune", "full"), ("pcee-bert", "train", "pabee"),
                                 ("consistentee", "init", "pabee")):
         (source_stage,) = get_method(source).stages["paper"]
         assert stages_of(name, opts)[stage] != resolve_stages(get_method(source), opts)[source_stage], name
+    paper = replace(options(tmp_path), preset="paper")
+    full, deebert = train("full", tiny_encoder, paper), train("deebert", tiny_encoder, paper)
+    assert deebert.training["reused_from"] == []
+    assert [t["stage"] for t in deebert.training["trained"]] == ["finetune", "highway"]
+    assert deebert.stage_keys["finetune"] != full.model_store["files"]["model"]
+    assert "batch_size 8 vs 32" in deebert.training["not_shared"]["finetune"]
+
+
+def test_an_interrupted_deebert_starts_again_from_its_finished_stage(tiny_encoder, tmp_path, monkeypatch) -> None:
+    import baselines.deebert as deebert_module
+
+    original = deebert_module.train_on_states
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(deebert_module, "train_on_states", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train("deebert", tiny_encoder, options(tmp_path / "interrupted"))
+    monkeypatch.setattr(deebert_module, "train_on_states", original)
+    resumed = train("deebert", tiny_encoder, options(tmp_path / "interrupted"))
+    assert [r["stage"] for r in resumed.training["reused_from"]] == ["finetune"]
+    assert [t["stage"] for t in resumed.training["trained"]] == ["highway"]
+    whole = train("deebert", tiny_encoder, options(tmp_path / "whole"))
+    assert same(weights(resumed.model), weights(whole.model))
 
 
 def test_a_kill_during_consistentees_second_round_resumes_at_that_round(tiny_encoder, tmp_path, monkeypatch) -> None:
@@ -171,7 +196,7 @@ def test_a_store_entry_from_another_config_is_never_reused(tiny_encoder, tmp_pat
         json.loads((root / stored / "config.json").read_text())["identity"]["data"]["train"]
 
 
-# --- through the command line ------------------------------------------------------------------------------------------
+# --- through the command line ----------------------------------------------------------------------------------------
 
 def records(folder: Path) -> dict[str, dict]:
     return {p.stem.split("__")[0]: json.loads(p.read_text()) for p in (folder / "sst2").glob("*.json")}
