@@ -1,7 +1,8 @@
 """PCEE-BERT, "Patient and Confident Early Exiting" (Zhang et al., NAACL-Findings 2022), METHODS.md §7.
 
 PABEE's model and training (the reference is a fork of PABEE's code: V0 = PABEE), so this class extends `Pabee` and
-changes only the exit rule, its grid and the hyperparameters:
+changes only the exit rule, its grid and the hyperparameters; its one stage is PABEE's recipe (`shares`), trained
+once for both where the stage settings agree (`smoke`, `cpu`; `paper`'s differ):
 heads: the backbone's shared pooler, dropout and a `Linear(H, C)` per layer; training: Σ_i i·CE_i / Σ_i i
 (`--weights_schema asc`), every parameter trainable.
 Exit (V1): after `patience` (t, default 2) consecutive layers whose normalised entropy H(p_i)/ln C is below τ,
@@ -41,6 +42,8 @@ class PceeBert(Pabee):
         "cpu": "weighted CE (asc), shared cpu stage; t = 2",
         "paper": "scripts/mrpc/train.sh: lr 2e-5, batch 16, 15 epochs, warm-up; t = 2",
     }
+
+    shares = {"train": "pabee"}
 
     def grid(self, num_layers: int) -> Sequence[Any]:
         return list(TAU_GRID)

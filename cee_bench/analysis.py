@@ -44,14 +44,13 @@ SEED = typer.Option(42, help="Random seed.")
 QUIET = typer.Option(False, "--quiet", help="No progress output.")
 
 
-def build_context(task_name: str, output_dir: Path, data_dir: Path | None, model: str | None, preset: str,
-                  epochs: float | None, max_train: int | None, max_len: int | None, pooling: str, seed: int,
-                  quiet: bool):
-    """(FitContext around a fresh ConsistentEE model, task): the same data, heads and stages `cee-bench run` uses."""
+def _inputs(task_name: str, output_dir: Path, data_dir: Path | None, model: str | None, preset: str,
+            epochs: float | None, max_train: int | None, max_len: int | None, pooling: str, seed: int, quiet: bool):
+    """(options, task, encoder, encoded train/held-out data, ConsistentEE's stages, progress): what `cee-bench run`
+    would train ConsistentEE on with the same flags."""
     from cee_bench.consistentee import METHOD
     from cee_bench.progress import Progress
-    from cee_bench.runner import EVAL_BATCH_SIZE, RunOptions, SetUp, build_model
-    from cee_bench.training import FitContext
+    from cee_bench.runner import RunOptions, SetUp
 
     opts = RunOptions(task=task_name, methods=METHOD.name, model=model, data_dir=data_dir, preset=preset, seed=seed,
                       pooling=pooling, epochs=epochs, max_train_samples=max_train, max_seq_length=max_len,
@@ -59,19 +58,27 @@ def build_context(task_name: str, output_dir: Path, data_dir: Path | None, model
     opts.validate()
     analysis_dir(output_dir, opts.task.lower())
     setup = SetUp(opts, Progress(quiet=quiet), [METHOD])
-    task = setup.task
-    net = build_model(METHOD, setup.encoder, task, pooling, seed)
-    ctx = FitContext(net, setup.data["train"], setup.data["heldout"], setup.stages[METHOD.name], seed=seed,
-                     device=opts.resolved_device, progress=setup.progress, eval_batch_size=EVAL_BATCH_SIZE)
+    return opts, setup.task, setup.encoder, setup.data, setup.stages[METHOD.name], setup.progress
+
+
+def build_context(*args: Any):
+    """(FitContext around a fresh ConsistentEE model, task): the same data, heads and stages `cee-bench run` uses."""
+    from cee_bench.consistentee import METHOD
+    from cee_bench.runner import EVAL_BATCH_SIZE, build_model
+    from cee_bench.training import FitContext
+
+    opts, task, encoder, data, stages, progress = _inputs(*args)
+    net = build_model(METHOD, encoder, task, opts.pooling, opts.seed)
+    ctx = FitContext(net, data["train"], data["heldout"], stages, seed=opts.seed, device=opts.resolved_device,
+                     progress=progress, eval_batch_size=EVAL_BATCH_SIZE)
     return ctx, task
 
 
-def _train_trace(ctx) -> dict[str, torch.Tensor]:
+def _train_trace(model, data, batch_size: int = 32) -> dict[str, torch.Tensor]:
     """Per-layer logits and exit probabilities of the training set, eval mode."""
     from cee_bench.trace import compute_trace
 
-    trace = compute_trace(ctx.model, ctx.train, split="train", batch_size=ctx.eval_batch_size)
-    return trace.signals
+    return compute_trace(model, data, split="train", batch_size=batch_size).signals
 
 
 def forgetting_events(correct_by_epoch: torch.Tensor) -> torch.Tensor:
@@ -132,11 +139,11 @@ def hardness(task: str = TASK, output_dir: Path = OUTPUT_DIR, data_dir: Optional
     correct_by_epoch: list[torch.Tensor] = []
 
     def record(epoch: int) -> None:
-        correct_by_epoch.append(_train_trace(ctx)["logits"][:, -1].argmax(-1) == labels)
+        correct_by_epoch.append(_train_trace(ctx.model, ctx.train)["logits"][:, -1].argmax(-1) == labels)
         ctx.model.train()  # the stage goes on training after this callback
 
-    train_init(ctx, on_epoch_end=record)
-    logits = _train_trace(ctx)["logits"]
+    train_init(ctx, on_epoch_end=record)  # the per-epoch hook needs a training here, not a stored model
+    logits = _train_trace(ctx.model, ctx.train)["logits"]
     memorized = memorized_layer(logits.argmax(-1), labels)
     loss = per_layer_ce(logits, labels)[:, -1]
     forgets = forgetting_events(torch.stack(correct_by_epoch))
@@ -191,20 +198,27 @@ def layers(task: str = TASK, output_dir: Path = OUTPUT_DIR, data_dir: Optional[P
            alpha: Optional[float] = typer.Option(None, help="α of the ConsistentEE model; default: the middle of "
                                                             "the preset's grid."),
            quiet: bool = QUIET) -> None:
-    """Figure 2: per-layer training loss and accuracy, weighted-CE objective vs ConsistentEE objective."""
-    from cee_bench.consistentee import check_alpha, exit_layers, train_init, train_rounds
+    """Figure 2: per-layer training loss and accuracy, weighted-CE objective vs ConsistentEE objective. The models
+    are `cee-bench run`'s (the step-1 model and the α model, from the model store of `--output-dir` when there,
+    trained and stored otherwise)."""
+    from cee_bench.consistentee import METHOD, check_alpha, exit_layers
+    from cee_bench.recipes import train_method
+    from cee_bench.runner import EVAL_BATCH_SIZE
+    from cee_bench.store import load_model, store_root
 
     if alpha is not None:
         check_alpha(alpha)
-    ctx, task_ = build_context(task, output_dir, data_dir, model, preset, epochs, max_train_samples, max_seq_length,
-                               pooling, seed, quiet)
-    grid = ctx.stages["policy"].alphas
+    opts, task_, encoder, data, stages, progress = _inputs(task, output_dir, data_dir, model, preset, epochs,
+                                                           max_train_samples, max_seq_length, pooling, seed, quiet)
+    grid = stages["policy"].alphas
     alpha = grid[len(grid) // 2] if alpha is None else alpha
-    labels = ctx.train.labels
-    train_init(ctx)
-    weighted = per_layer_figures(_train_trace(ctx)["logits"], labels, None)
-    rounds = train_rounds(ctx, alpha, "hardness")
-    signals = _train_trace(ctx)
+    labels = data["train"].labels
+    trained = train_method(METHOD, task_, encoder, data, METHOD.with_grid(stages, [alpha]), opts, progress,
+                           EVAL_BATCH_SIZE)
+    step1 = load_model(store_root(output_dir, task_.name) / trained.stage_keys["init"])
+    weighted = per_layer_figures(_train_trace(step1, data["train"])["logits"], labels, None)
+    rounds = trained.log["rounds"][f"{float(alpha):g}"]
+    signals = _train_trace(next(iter(trained.variants.values())), data["train"])
     consistent = per_layer_figures(signals["logits"], labels, exit_layers(signals))
     num_layers = signals["logits"].shape[1]
     table = Table(title=f"Figure 2 ({task_.name}, training set; ConsistentEE α={alpha:g}, {len(rounds)} round(s))")

@@ -26,7 +26,7 @@ console = Console(width=None if sys.stdout.isatty() else 160)  # logs and pipes 
 
 # Options of `run` that only one kind of task reads: given for the other kind, they would be ignored in silence.
 CLASSIFICATION_ONLY = ("pooling", "epochs", "batch_size", "lr", "max_seq_length", "latency_examples",
-                       "trust_remote_code")
+                       "trust_remote_code", "retrain")
 GENERATION_ONLY = ("delta", "epsilon", "greedy")
 
 
@@ -70,6 +70,8 @@ def run(
                                                      "`runs:`); options given here override it."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     force: bool = typer.Option(False, "--force", help="Recompute results that already exist."),
+    retrain: bool = typer.Option(False, "--retrain", help="Train again instead of reusing the model store's "
+                                                          "weights (implies --force)."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code",
                                            help="Allow code from the model's folder or hub repo to run."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars (CI logs)."),
@@ -130,7 +132,7 @@ def _run_one(values: dict, check_only: bool = False) -> list[Path]:
                          max_seq_length=values["max_seq_length"], max_train_samples=values["max_train_samples"],
                          max_eval_samples=values["max_eval_samples"], latency_examples=values["latency_examples"],
                          grid=grid, grids=values["grids"], delta=values["delta"], epsilon=values["epsilon"],
-                         greedy=values["greedy"])
+                         greedy=values["greedy"], retrain=values["retrain"])
     if check_only:
         check_options(options)
         return []

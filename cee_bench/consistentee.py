@@ -20,6 +20,9 @@ then for each α of the grid, starting again from the step-1 weights:
    says whether it converged (`method_meta.converged`, α → bool); stopping at `max_rounds` is `False`.
 Step 1 is trained once and shared by every α (each α restarts from the step-1 weights), so more α values cost only
 steps 2-4 each.
+Step 1 is PABEE's recipe (same heads, loss and trainable set), so `cee-bench run` trains it once for PABEE, PCEE-BERT
+and both ConsistentEE variants wherever their stage settings agree (`shares`, `cee_bench.recipes`); every finished
+round of every α is kept in the model store, so an interrupted run resumes at the round it was in.
 `released_variant=True` runs the released BERT code's shape instead: one round, policy trainable in step 4 (loss =
 CE at each of K sampled exits + the policy loss).
 
@@ -39,17 +42,18 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, replace
+import zlib
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from cee_bench.data import Encoded
 from cee_bench.distributed import from_main
 from cee_bench.errors import UserError
 from cee_bench.exits import ExitRule, ScoreAbove, simulate
+from cee_bench.frozen import frozen_states, train_on_states
 from cee_bench.method import CPU_STAGE, SMOKE_STAGE, Method
 from cee_bench.metrics import METRICS
 from cee_bench.multiexit import MultiExitModel
@@ -217,18 +221,12 @@ class TrainStates:
     preds: torch.Tensor
 
 
-@torch.no_grad()
 def collect_states(model: MultiExitModel, data: Encoded, batch_size: int) -> TrainStates:
     """One backbone pass over `data` in eval mode (no dropout: exploration comes from ε, see `deviations`)."""
-    model.eval()
-    pooled, ce, preds = [], [], []
-    for batch in data.batches(batch_size):
-        batch = {k: v.to(model.device) for k, v in batch.items()}
-        out = model(batch)
-        pooled.append(out["pooled"][:, :-1])
-        ce.append(per_layer_ce(out["logits"], batch["labels"]))
-        preds.append(out["logits"].argmax(-1))
-    return TrainStates(torch.cat(pooled), torch.cat(ce), torch.cat(preds))
+    states = frozen_states(model, data, batch_size, lambda out, batch: {
+        "pooled": out["pooled"][:, :-1], "ce": per_layer_ce(out["logits"], batch["labels"]),
+        "preds": out["logits"].argmax(-1)})
+    return TrainStates(states["pooled"], states["ce"], states["preds"])
 
 
 def exit_layers(signals: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -238,7 +236,9 @@ def exit_layers(signals: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def train_init(ctx: FitContext, on_epoch_end: Callable[[int], None] | None = None) -> list[float]:
-    """Step 1: backbone and classifiers on the weighted CE of Eq. 1 (the policy has no part in it)."""
+    """Step 1 on this model: backbone and classifiers on the weighted CE of Eq. 1 (the policy has no part in it).
+    `cee-bench run` trains step 1 as PABEE's recipe instead (`ConsistentEE.shares`); `analyze hardness` calls this
+    for its per-epoch hook."""
     model = ctx.model
     weights = torch.arange(1, model.num_layers + 1, dtype=torch.float)
     return ctx.train_stage("init", _non_policy_params(model),
@@ -251,24 +251,17 @@ def train_policy(ctx: FitContext, states: TrainStates, memorized: torch.Tensor |
     """Step 3 on the cached states: the policy alone, many epochs, no backbone pass."""
     stage: PolicyStage = ctx.stages["policy"]
     policies = ctx.model.extras["policy"]
-    device = ctx.device
-    pooled, ce = states.pooled.to(device), states.ce.to(device)
-    memorized = memorized.to(device) if memorized is not None else None
-    n = len(ce)
     sampler = torch.Generator().manual_seed(ctx.seed * 7919 + round_index)
+    cached = {"pooled": states.pooled, "ce": states.ce}
+    if memorized is not None:
+        cached["memorized"] = memorized
 
-    def batches(epoch: int) -> DataLoader:
-        order = torch.Generator().manual_seed(ctx.seed * 1000 + 100 * round_index + epoch)
-        return DataLoader(range(n), batch_size=stage.batch_size, shuffle=True, generator=order,
-                          collate_fn=lambda rows: {"index": torch.tensor(rows)})
+    def loss_fn(rows: dict[str, torch.Tensor], step: int) -> torch.Tensor:
+        return policy_loss(policy_logits(policies, rows["pooled"]), rows["ce"], rows.get("memorized"), alpha, stage,
+                           sampler)
 
-    def loss_fn(batch: dict[str, torch.Tensor], step: int) -> torch.Tensor:
-        idx = batch["index"]
-        return policy_loss(policy_logits(policies, pooled[idx]), ce[idx],
-                           None if memorized is None else memorized[idx], alpha, stage, sampler)
-
-    return ctx.train_stage("policy", list(policies.parameters()), loss_fn, batches=batches,
-                           steps_per_epoch=math.ceil(n / stage.batch_size))
+    return train_on_states(ctx, "policy", list(policies.parameters()), cached, loss_fn,
+                           order_seed=ctx.seed * 1000 + 100 * round_index)
 
 
 def train_refine(ctx: FitContext, memorized: torch.Tensor | None, alpha: float) -> list[float]:
@@ -315,12 +308,21 @@ def converged(previous: dict[str, Any], current: dict[str, Any], stage: PolicySt
     return moved <= stage.exit_tolerance and abs(previous["score"] - current["score"]) <= stage.score_tolerance
 
 
-def train_rounds(ctx: FitContext, alpha: float, reward_kind: str) -> list[dict[str, Any]]:
-    """Steps 2-5 for one α on `ctx.model` (already initialised by step 1); returns one stats row per round."""
+def train_rounds(ctx: FitContext, alpha: float, reward_kind: str, series: str | None = None) -> list[dict[str, Any]]:
+    """Steps 2-5 for one α on `ctx.model` (already initialised by step 1); returns one stats row per round.
+
+    With a `series` name, every finished round is kept through `ctx.checkpoints`, and a run that stopped during round
+    r starts again at round r from round r−1's weights. Each round seeds the global RNG (the refinement's dropout)
+    from (seed, α, round), so a resumed round trains exactly what the uninterrupted run trained."""
     stage: PolicyStage = ctx.stages["policy"]
     rounds = 1 if stage.released_variant else stage.max_rounds
-    log: list[dict[str, Any]] = []
-    for round_index in range(rounds):
+    settings = {"alpha": alpha, "reward": reward_kind, "refine": asdict(ctx.stages["refine"]),
+                "policy": {k: v for k, v in asdict(stage).items() if k != "alphas"}}
+    log: list[dict[str, Any]] = (ctx.checkpoints.resume(series, settings, rounds, ctx.model) or []) if series else []
+    if log and log[-1]["converged"]:
+        return log
+    for round_index in range(len(log), rounds):
+        torch.manual_seed(zlib.crc32(f"{ctx.seed}:{alpha!r}:{round_index}".encode()))
         states = collect_states(ctx.model, ctx.train, ctx.eval_batch_size)
         memorized = memorized_layer(states.preds.cpu(), ctx.train.labels)
         hardness = memorized if reward_kind == "hardness" else None
@@ -336,6 +338,8 @@ def train_rounds(ctx: FitContext, alpha: float, reward_kind: str) -> list[dict[s
         # rounds and wait for each other forever: the main process decides
         stats["converged"] = from_main(bool(log) and converged(log[-1], stats, stage))
         log.append(stats)
+        if series:
+            ctx.checkpoints.save(series, settings, round_index + 1, ctx.model, log)
         if stats["converged"]:
             break
     return log
@@ -361,6 +365,9 @@ class ConsistentEE(Method):
         "iterated rounds until the stated convergence test or max_rounds (the released code runs one round)",
         "the top layer has no policy network: it always answers, so only L-1 exit decisions are learnt",
         "final checkpoint kept (reference: best dev checkpoint); operating point (alpha) chosen on held-out train",
+        "step 1 is trained as PABEE's recipe on PABEE's heads (the same loss on the same parameters; the policy "
+        "networks, untouched by step 1, keep this model's initialisation), so it is shared with PABEE and PCEE-BERT "
+        "when the stage settings agree",
     )
     stages = {
         "smoke": {"init": SMOKE_STAGE,
@@ -379,6 +386,8 @@ class ConsistentEE(Method):
     preset_notes = {preset: f"{ALPHA_RULE}; alpha_depth grid " + ", ".join(f"{a:g}" for a in s["policy"].alphas)
                     for preset, s in stages.items()}
     signal_fn = staticmethod(policy_signals)
+    shares = {"init": "pabee"}  # step 1 (Eq. 1) is PABEE's training: trained once per recipe (cee_bench.recipes)
+    resumes_rounds = True
 
     def grid(self, num_layers: int) -> Sequence[Any]:
         """Only documentary: `fit` always returns one model per α_depth of the preset's policy stage."""
@@ -401,11 +410,13 @@ class ConsistentEE(Method):
         return nn.ModuleDict({"policy": nn.ModuleList([PolicyNetwork(hidden) for _ in range(model.num_layers - 1)])})
 
     def fit(self, ctx: FitContext) -> dict[float, MultiExitModel]:
-        """Step 1 once (shared by every α), then steps 2-5 per α from the step-1 weights — policy included, so every
-        α starts from the same untrained policy — restored in place because `train_stage` is bound to `ctx.model`;
-        each α's trained model is kept as a copy, keyed by its α_depth."""
+        """Steps 2-5 per α from the step-1 weights that `ctx.model` holds (step 1 is `shares`' stage, trained once and
+        shared by every α) — policy included, so every α starts from the same untrained policy — restored in place
+        because `train_stage` is bound to `ctx.model`; each α's trained model is kept as a copy, keyed by its
+        α_depth, and each α's rounds are checkpointed as the series `alpha_depth=<value>`."""
+        from cee_bench.store import variant_name
+
         stage: PolicyStage = ctx.stages["policy"]
-        init_losses = train_init(ctx)
         initial = copy.deepcopy(ctx.model.state_dict())
         models: dict[float, MultiExitModel] = {}
         rounds_log: dict[str, Any] = {}
@@ -414,11 +425,12 @@ class ConsistentEE(Method):
             ctx.model.load_state_dict(initial)
             key = f"{alpha_depth:g}"
             per_layer[key] = alpha_per_layer(alpha_depth, ctx.model.num_layers)
-            rounds_log[key] = train_rounds(ctx, per_layer[key], self.reward_kind)
+            rounds_log[key] = train_rounds(ctx, per_layer[key], self.reward_kind,
+                                           variant_name(self.threshold_name, alpha_depth))
             models[alpha_depth] = copy.deepcopy(ctx.model).eval()
         ctx.meta.update(alpha_rule=ALPHA_RULE, alpha_per_layer=per_layer, step1_shared_across_alphas=True,
                         converged={key: bool(log[-1]["converged"]) for key, log in rounds_log.items()})
-        ctx.log.update(init=init_losses, reward=self.reward_kind, convergence=CONVERGENCE, rounds=rounds_log)
+        ctx.log.update(reward=self.reward_kind, convergence=CONVERGENCE, rounds=rounds_log)
         ctx.log.pop("policy", None)
         ctx.log.pop("refine", None)  # per-round losses live under "rounds"
         return models

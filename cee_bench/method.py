@@ -86,8 +86,24 @@ class Method:
 
     signal_fn: ClassVar[SignalFn | None] = None
 
+    # Stage name → the method whose whole training that stage is (one stage of its own), for the first stages of
+    # this method: the harness (`cee_bench.recipes`) trains such a stage once per recipe, shares it with every method
+    # naming the same recipe and keeps it in the model store; `fit` then trains only the stages not named here.
+    shares: ClassVar[dict[str, str]] = {}
+    # True when `fit` keeps and resumes its own rounds through `ctx.checkpoints` (one model per grid value); the
+    # harness then stores the models those rounds leave instead of one model for the whole `fit`.
+    resumes_rounds: ClassVar[bool] = False
+
+    def adopt(self, model: MultiExitModel, trained: MultiExitModel) -> None:
+        """Carry a shared stage's weights (`trained`, built in the layout of the method `shares` names) into this
+        method's fresh `model`: by default every tensor the two name alike, the rest (e.g. policy networks) keeping
+        `model`'s initialisation."""
+        unexpected = model.load_state_dict(trained.state_dict(), strict=False).unexpected_keys
+        if unexpected:
+            raise ValueError(f"{self.name} cannot adopt tensors it lacks: {', '.join(unexpected[:3])}")
+
     def fit(self, ctx: FitContext) -> dict[Any, MultiExitModel] | None:
-        """Train `ctx.model` through `ctx.train_stage`. A method whose curve comes from several trained models (one
+        """Train `ctx.model` through `ctx.train_stage` (the stages `shares` does not name). A method whose curve comes from several trained models (one
         per grid value, like ConsistentEE's α) returns {grid value: model}; the grid is then those values."""
         raise NotImplementedError
 

@@ -97,15 +97,21 @@ class ExitHeads(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.classifiers = nn.ModuleList([nn.Linear(hidden, num_labels) for _ in range(layers)])
 
+    def summary(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The vector a layer's pooler reads ([CLS] or the masked mean of the token states): a head's input, so a
+        stage that trains heads on a frozen backbone can cache it (`cee_bench.frozen`)."""
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+    def pool_summary(self, layer: int, vector: torch.Tensor) -> torch.Tensor:
+        """The pooled vector of 0-based `layer` (before dropout) from its `summary`."""
+        return torch.tanh(self.poolers[layer if len(self.poolers) > 1 else 0](vector))
+
     def pool(self, layer: int, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The pooled vector of 0-based `layer` (before dropout)."""
-        if self.pooling == "cls":
-            vector = hidden[:, 0]
-        else:
-            weights = mask.unsqueeze(-1).to(hidden.dtype)
-            vector = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
-        pooler = self.poolers[layer if len(self.poolers) > 1 else 0]
-        return torch.tanh(pooler(vector))
+        return self.pool_summary(layer, self.summary(hidden, mask))
 
     def classify(self, layer: int, pooled: torch.Tensor) -> torch.Tensor:
         return self.classifiers[layer](self.dropout(pooled))

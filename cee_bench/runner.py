@@ -36,11 +36,11 @@ from cee_bench.resume import reusable
 from cee_bench.provenance import data_provenance, model_provenance, provenance
 from cee_bench.results import environment, result_path, save_result
 from cee_bench.runtime import measure_latency, predict
-from cee_bench.store import SINGLE, save_models, variant_name
+from cee_bench.recipes import train_method
 from cee_bench.tasks import Task, get_task
 from cee_bench.trace import Trace, compute_trace
 from cee_bench.validation import check_at_most, check_folder, check_numbers, check_output_folder
-from cee_bench.training import FitContext, Stage
+from cee_bench.training import Stage
 
 EVAL_BATCH_SIZE = 32
 DEFAULT_POOLING = "mean"
@@ -80,6 +80,12 @@ class RunOptions:
     greedy: bool = False  # generation: greedy decoding instead of the paper's sampling
     limits: dict[str, Any] = field(default_factory=dict)
     generation: Any = None  # the resolved `GenerationPreset` of a generation task
+    retrain: bool = False  # train again rather than reuse the model store (implies `force`: new weights, new record)
+    share: bool = True  # internal: recipe sharing and the model store; off only to measure what they save
+    fresh: set[str] = field(default_factory=set, repr=False)  # store keys written by this run (what `retrain` reuses)
+
+    def __post_init__(self) -> None:
+        self.force = self.force or self.retrain
 
     def validate(self) -> None:
         if self.preset not in PRESETS:
@@ -336,17 +342,12 @@ def run_method(method: Method, task: Task, encoder: torch.nn.Module, backbone: s
                stages: dict[str, Stage], opts: RunOptions, progress: Progress) -> dict[str, Any] | None:
     """Train `method` (every process), then on the main process only evaluate, time and store its models;
     returns the record's numbers there (`run_seed` wraps them in the envelope) and None elsewhere."""
-    model = build_model(method, encoder, task, opts.pooling, opts.seed)
     started = time.perf_counter()
-    ctx = FitContext(model, data["train"], data["heldout"], stages, seed=opts.seed, device=opts.resolved_device,
-                     progress=progress, eval_batch_size=EVAL_BATCH_SIZE, main_metric=task.main_metric)
-    variants = method.fit(ctx) or {}
+    trained = train_method(method, task, encoder, data, stages, opts, progress, EVAL_BATCH_SIZE)  # or loads it
     train_seconds = time.perf_counter() - started
     if not distributed.is_main():
         return None
-    stored = {variant_name(method.threshold_name, v): m for v, m in variants.items()} if variants else {SINGLE: model}
-    model_store = save_models(opts.output_dir, task=task.name, method=method.name, seed=opts.seed,
-                              pooling=opts.pooling, backbone=encoder, models=stored)
+    model, variants = trained.model, trained.variants
     given = opts.grids.get(method.name)
     grid = list(variants) if variants else list(given if given is not None else method.grid(model.num_layers))
     trace_cache: dict[tuple[int, str], Trace] = {}
@@ -385,9 +386,9 @@ def run_method(method: Method, task: Task, encoder: torch.nn.Module, backbone: s
         "method_display": method.display.format(backbone=backbone),
         "backbone": backbone, "num_layers": model.num_layers,
         "metric": task.main_metric, "metrics": list(task.metrics),
-        "method_meta": {**method.metadata(), **ctx.meta, "grid": grid,
-                        "grid_source": "run options" if given is not None else "method", "log": ctx.log},
-        "train_seconds": train_seconds, "model_store": model_store,
+        "method_meta": {**method.metadata(), **trained.meta, "grid": grid,
+                        "grid_source": "run options" if given is not None else "method", "log": trained.log},
+        "train_seconds": train_seconds, "model_store": trained.model_store, "training": trained.training,
         "reference": reference,
         "per_layer_scores": {split: per_layer_scores(trace_of(grid[-1], split), task) for split in ("heldout", "dev")},
         "curve": curves["dev"], "selection_curve": curves["heldout"], "curve_kind": "simulated",

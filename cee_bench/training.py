@@ -54,6 +54,21 @@ class Stage:
         return replace(self, **changes)
 
 
+class Checkpoints:
+    """Where a method that trains in rounds saves each finished round and finds the last one again after an
+    interruption (ConsistentEE's rounds per α). This base keeps nothing, so a bare `FitContext` trains from scratch;
+    `cee_bench.recipes` backs it with the model store."""
+
+    def resume(self, series: str, settings: dict[str, Any], rounds: int, model: MultiExitModel) -> list[Any] | None:
+        """The log of the last stored round (of at most `rounds`) of `series` under `settings`, its weights loaded
+        into `model`; None when no round is stored."""
+        return None
+
+    def save(self, series: str, settings: dict[str, Any], round_number: int, model: MultiExitModel,
+             log: list[Any]) -> None:
+        """Keep `model` after round `round_number` of `series` with the log of every round so far."""
+
+
 class FitContext:
     """What a method's `fit` gets: the model, the data, its resolved stages, and `train_stage`."""
 
@@ -75,6 +90,8 @@ class FitContext:
         self.main_metric = main_metric  # the task's main score, for a method's own held-out checks
         self.log: dict[str, Any] = {}
         self.meta: dict[str, Any] = {}  # what `fit` reports into the record's `method_meta` (e.g. convergence)
+        self.steps: dict[str, int] = {}  # optimiser steps executed per stage name (summed over repeated stages)
+        self.checkpoints = Checkpoints()
 
     @property
     def device(self) -> torch.device:
@@ -108,10 +125,12 @@ class FitContext:
             p.requires_grad_(id(p) in trainable)
         batches = batches or (lambda epoch: self.train_batches(stage.batch_size, epoch))
         per_epoch = steps_per_epoch or math.ceil(len(self.train) / stage.batch_size)
-        losses, _ = run_stage(self.accelerator, self.model, params, loss_fn,
-                              lambda epoch: self.accelerator.prepare_data_loader(batches(epoch)), stage=stage,
-                              total=max(1, math.ceil(stage.epochs * per_epoch)), name=name, progress=self.progress,
-                              on_epoch_end=on_epoch_end)
+        losses, step_losses = run_stage(
+            self.accelerator, self.model, params, loss_fn,
+            lambda epoch: self.accelerator.prepare_data_loader(batches(epoch)), stage=stage,
+            total=max(1, math.ceil(stage.epochs * per_epoch)), name=name, progress=self.progress,
+            on_epoch_end=on_epoch_end)
+        self.steps[name] = self.steps.get(name, 0) + len(step_losses)
         for p in self.model.parameters():
             p.requires_grad_(True)
         self.model.eval()

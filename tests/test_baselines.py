@@ -102,13 +102,22 @@ def test_shared_pooler(name: str, encoder: torch.nn.Module) -> None:
 # ------------------------------------------------------------------------------- which parameters each stage trains
 
 def test_deebert_two_stages(encoder: torch.nn.Module) -> None:
-    model, grads, _ = fit_recording("deebert", encoder)
+    """Stage 1 is the full model's training (backbone, its pooler, the top classifier), carried into DeeBERT's top
+    head by `adopt`; stage 2, DeeBERT's own `fit`, trains the highways and nothing else."""
+    deebert = get_method("deebert")
+    assert deebert.shares == {"finetune": "full"}
+    full, grads, _ = fit_recording("full", encoder)
     top = LAYERS - 1
-    backbone = names(model, "backbone.") - names(model, "backbone.pooler.")  # the pretrained pooler is unused here
-    top_head = names(model, f"heads.poolers.{top}.", f"heads.classifiers.{top}.")
+    assert grads["train"] == names(full, "backbone.") | names(full, f"heads.classifiers.{top}.")
+    model = make_model("deebert", encoder)
+    deebert.adopt(model, full)
+    assert torch.equal(model.heads.poolers[top].weight, full.backbone.pooler.dense.weight)
+    assert torch.equal(model.heads.classifiers[top].weight, full.heads.classifiers[top].weight)
+    assert all(torch.equal(a, b) for a, b in zip(model.backbone.encoder.parameters(), full.backbone.encoder.parameters()))
+    assert torch.equal(model.heads.poolers[0].weight, encoder.pooler.dense.weight)  # highways: the pretrained pooler
+    model, grads, _ = fit_recording("deebert", encoder)
     highways = names(model, *(f"heads.{part}.{i}." for part in ("poolers", "classifiers") for i in range(top)))
-    assert grads["finetune"] == backbone | top_head
-    assert grads["highway"] == highways
+    assert set(grads) == {"highway"} and grads["highway"] == highways
 
 
 def test_deebert_second_stage_leaves_backbone_and_final_classifier(encoder: torch.nn.Module) -> None:

@@ -71,7 +71,8 @@ def test_two_processes_write_one_record_per_method_naming_their_world(runs) -> N
         assert world["world_size"] == 2 and world["backend"] == "gloo"
         assert [d["rank"] for d in world["devices"]] == [0, 1]
         assert all(d["device"].startswith("cpu") for d in world["devices"])
-        assert (folder / record["model_store"]["path"] / "config.json").is_file()
+        store = record["model_store"]
+        assert all((folder / store["path"] / key / "config.json").is_file() for key in store["files"].values())
     assert runs[1][0].joinpath("rte", "full__seed42.json").is_file()
     one = _records(runs[1][0])["full"]["environment"]["distributed"]
     assert one["world_size"] == 1 and one["backend"] is None
@@ -105,7 +106,8 @@ def test_dev_decisions_of_the_stored_two_process_models_equal_the_record(runs) -
             fallback = point.get("fallback", False)  # Learn-then-Test found nothing: that model at full depth
             value = point["full_depth_of"] if fallback else point["threshold"]
             variant = variant_name(method.threshold_name, value)
-            model = load_model(folder / store["path"], variant if variant in store["files"] else SINGLE)
+            key = store["files"][variant if variant in store["files"] else SINGLE]
+            model = load_model(folder / store["path"] / key)
             trace = compute_trace(model, dev, split="dev", batch_size=32)
             _, exits = evaluate_rule(trace, Never() if fallback else method.rule(model, value), task)
             preds = trace.signals["logits"][np.arange(len(exits)), exits - 1].argmax(-1).numpy()
@@ -156,31 +158,31 @@ def test_a_global_batch_that_does_not_divide_over_the_processes_is_refused(monke
     assert not (tmp_path / "out").exists()
 
 
-def test_the_store_gives_back_every_variant_it_saved(tiny_encoder, tmp_path) -> None:
+def test_the_store_gives_back_every_entry_it_saved(tiny_encoder, tmp_path) -> None:
     import torch
 
     from cee_bench.method import get_method
     from cee_bench.runner import build_model
-    from cee_bench.store import load_model, model_dir, save_models
+    from cee_bench.store import drop_entry, load_model, save_entry, store_root
     from cee_bench.tasks import get_task
 
     method, task = get_method("consistentee"), get_task("rte")
+    root = store_root(tmp_path, "rte")
     models = {}
-    for i, name in enumerate(("alpha=0.02", "alpha=0.2")):
-        models[name] = build_model(method, tiny_encoder, task, "mean", seed=i)  # different weights per variant
-    entry = save_models(tmp_path, task="rte", method="consistentee", seed=0, pooling="mean", backbone=tiny_encoder,
-                        models=models)
-    folder = model_dir(tmp_path, "rte", "consistentee", 0)
-    assert entry == {"path": "models/rte/consistentee__seed0",
-                     "files": {"alpha=0.02": "alpha=0.02.safetensors", "alpha=0.2": "alpha=0.2.safetensors"}}
-    assert sorted(p.name for p in folder.iterdir()) == ["alpha=0.02.safetensors", "alpha=0.2.safetensors",
-                                                        "config.json"]  # no temp file left behind
-    for name, model in models.items():
-        loaded = load_model(folder, name)
+    for i, key in enumerate(("key-a", "key-b")):
+        models[key] = build_model(method, tiny_encoder, task, "mean", seed=i)  # different weights per entry
+        save_entry(root / key, models[key], task="rte", method="consistentee", seed=i, pooling="mean",
+                   backbone=tiny_encoder, extra={"key": key})
+    assert root == tmp_path / "models" / "rte"
+    for key, model in models.items():
+        assert sorted(p.name for p in (root / key).iterdir()) == ["config.json", "model.safetensors"]  # no temp file
+        loaded = load_model(root / key)
         assert loaded.state_dict().keys() == model.state_dict().keys()
         assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
-    with pytest.raises(UserError, match="no model 'model'"):
-        load_model(folder)
+    drop_entry(root / "key-a")
+    assert not (root / "key-a").exists()
+    with pytest.raises(UserError, match="not a model-store entry"):
+        load_model(root / "key-a")
 
 
 def test_a_failed_atomic_write_leaves_the_old_file_whole(tmp_path) -> None:

@@ -1,0 +1,292 @@
+"""One training per distinct recipe: the harness that trains a method's stages, shares them across methods and keeps
+them in the model store (`cee_bench.store`).
+
+A recipe is what decides a set of trained weights: the method whose heads and loss train them, the stage settings,
+the stages before it (`parents`), the backbone's weights, the training and held-out rows (as tokenised), pooling
+and seed. Its key is a hash of that identity as canonical JSON (`recipe_key`), so two methods whose stages are the
+same recipe (DeeBERT's stage 1 is `full`'s training, PCEE-BERT's and ConsistentEE's step 1 are PABEE's) get the
+same key and the second one loads what the first one trained — within one `run --methods all` and across runs.
+Methods declare this (`Method.shares`, `Method.adopt`, `Method.resumes_rounds`); this module owns the loop:
+
+- each stage named in `shares` is trained (or loaded) in the layout of the method it names, then adopted;
+- the remaining stages are one recipe too: loaded when stored, else trained by `fit` and stored;
+- a method that trains in rounds (ConsistentEE) checkpoints each finished round through `StoreCheckpoints`, so an
+  interrupted run resumes at the round it was in, and each α is its own recipe (another `--grid` reuses the α
+  values it shares with the stored ones).
+
+The device and the number of processes are not part of a key: a run on another device re-evaluates and re-times the
+stored weights (the entry says where they were trained). `retrain` reuses only entries written by this run. A stored
+entry whose identity differs from the requested one is never reused, whatever its folder name. The store is a cache:
+deleting it means retraining, nothing else. Every record says what it reused and what it trained (`training`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from cee_bench import distributed
+from cee_bench.data import Encoded
+from cee_bench.method import Method, get_method
+from cee_bench.multiexit import MultiExitModel
+from cee_bench.progress import Progress
+from cee_bench.results import jsonable, result_path
+from cee_bench.store import SINGLE, drop_entry, load_weights, read_entry, save_entry, store_root
+from cee_bench.tasks import Task
+from cee_bench.training import Checkpoints, FitContext, Stage
+
+if TYPE_CHECKING:
+    from cee_bench.runner import RunOptions
+
+RECIPE_VERSION = 1  # bump when a change to the training code changes what a recipe trains
+
+
+@dataclass
+class Trained:
+    """What the harness hands back to `runner.run_method`: the model (or one per grid value), the log and meta of
+    every stage, the record's `model_store` entry (None with the store off) and its `training` block."""
+
+    model: MultiExitModel
+    variants: dict[Any, MultiExitModel]
+    log: dict[str, Any]
+    meta: dict[str, Any]
+    model_store: dict[str, Any] | None
+    training: dict[str, Any] = field(default_factory=dict)
+    stage_keys: dict[str, str] = field(default_factory=dict)  # shared stage name → its recipe key
+
+
+def canonical(value: Any) -> Any:
+    """`value` as the JSON it is stored as (tuples become lists, numpy scalars numbers)."""
+    return json.loads(json.dumps(value, default=jsonable))
+
+
+def recipe_key(identity: dict[str, Any]) -> str:
+    """The store key of a recipe: sha256 of its identity as canonical JSON (sorted keys), shortened."""
+    text = json.dumps(canonical(identity), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def weights_digest(module: torch.nn.Module) -> str:
+    """sha256 of a module's tensors (names, shapes, dtypes, values): the backbone's identity, whatever path or hub id
+    it was loaded from. Cached on the module, which the harness never trains (every method trains a copy)."""
+    cached = getattr(module, "_cee_weights_digest", None)
+    if cached is None:
+        digest = hashlib.sha256()
+        for name, tensor in sorted(module.state_dict().items()):
+            digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        cached = digest.hexdigest()
+        module._cee_weights_digest = cached
+    return cached
+
+
+def data_digest(data: Encoded) -> str:
+    """sha256 of a tokenised split (ids, segment ids, labels, in order)."""
+    payload = [data.input_ids, data.token_type_ids, data.labels.tolist()]
+    return hashlib.sha256(json.dumps(payload, separators=(",", ":")).encode()).hexdigest()
+
+
+def base_identity(task: Task, encoder: torch.nn.Module, data: dict[str, Encoded], *, pooling: str, seed: int,
+                  eval_batch_size: int) -> dict[str, Any]:
+    """What every recipe of a run shares: task, backbone weights, training and held-out rows, pooling, seed."""
+    return {"version": RECIPE_VERSION, "task": task.name, "num_labels": task.num_labels,
+            "backbone": weights_digest(encoder), "pooling": pooling, "seed": seed, "eval_batch_size": eval_batch_size,
+            "data": {"train": data_digest(data["train"]), "heldout": data_digest(data["heldout"])}}
+
+
+class Harness:
+    """One method's training in one run: the store as this run sees it, and the `training` block it fills."""
+
+    def __init__(self, method: Method, task: Task, encoder: torch.nn.Module, data: dict[str, Encoded],
+                 stages: dict[str, Stage], opts: RunOptions, progress: Progress, eval_batch_size: int) -> None:
+        self.method, self.task, self.encoder, self.data, self.stages = method, task, encoder, data, stages
+        self.opts, self.progress, self.eval_batch_size = opts, progress, eval_batch_size
+        self.root = store_root(opts.output_dir, task.name) if opts.share else None
+        self.base = base_identity(task, encoder, data, pooling=opts.pooling, seed=opts.seed,
+                                  eval_batch_size=eval_batch_size)
+        self.training: dict[str, Any] = {"store": "off" if self.root is None else
+                                         "retrain" if opts.retrain else "reuse",
+                                         "reused_from": [], "trained": [], "not_shared": {}, "steps": 0}
+
+    # --- the store ------------------------------------------------------------------------------------------------
+
+    def find(self, key: str, identity: dict[str, Any]) -> dict[str, Any] | None:
+        """The stored entry of `key` when its identity is exactly `identity` (and, under `retrain`, this run wrote
+        it); the main process decides, so every process makes the same choice."""
+        entry = None
+        if self.root is not None and distributed.is_main() and (not self.opts.retrain or key in self.opts.fresh):
+            entry = read_entry(self.root / key)
+            if entry is not None and entry.get("identity") != canonical(identity):
+                self.progress.log(f"  [dim]store entry {key} holds another recipe: not reused[/dim]")
+                entry = None
+        return distributed.from_main(entry)
+
+    def load(self, key: str, model: MultiExitModel) -> None:
+        load_weights(self.root / key, model)
+
+    def save(self, key: str, identity: dict[str, Any], model: MultiExitModel, layout: Method,
+             info: dict[str, Any]) -> None:
+        """Store `model` (built as `layout`) under `key`; main process only, then every process waits, so the next
+        method of this run finds it on any process."""
+        if self.root is None:
+            return
+        if distributed.is_main():
+            record = result_path(Path("."), self.task.name, self.method.name, self.opts.seed)
+            save_entry(self.root / key, model, task=self.task.name, method=layout.name, seed=self.opts.seed,
+                       pooling=self.opts.pooling, backbone=self.encoder,
+                       extra={"key": key, "identity": canonical(identity), **canonical(info),
+                              "trained_by": {"method": self.method.name, "record": str(record)},
+                              "trained_on": {"device": self.opts.resolved_device,
+                                             "processes": distributed.world_size()}})
+        self.opts.fresh.add(key)
+        distributed.barrier()
+
+    def drop(self, key: str) -> None:
+        if self.root is not None and distributed.is_main():
+            drop_entry(self.root / key)
+
+    # --- the training block -----------------------------------------------------------------------------------------
+
+    def reused(self, stage: str, key: str, entry: dict[str, Any]) -> None:
+        self.training["reused_from"].append({"stage": stage, "recipe": key, **entry["trained_by"],
+                                             "entry": str(Path("models") / self.task.name / key)})
+        self.progress.log(f"  {stage}: reused recipe {key} (trained by {entry['trained_by']['method']})")
+
+    def trained(self, stage: str, key: str, steps: dict[str, int]) -> None:
+        self.training["trained"].append({"stage": stage, "recipe": key, "steps": sum(steps.values()),
+                                         "stage_steps": dict(steps)})
+        self.training["steps"] += sum(steps.values())
+
+    # --- the loop -----------------------------------------------------------------------------------------------------
+
+    def context(self, model: MultiExitModel, stages: dict[str, Stage]) -> FitContext:
+        return FitContext(model, self.data["train"], self.data["heldout"], stages, seed=self.opts.seed,
+                          device=self.opts.resolved_device, progress=self.progress,
+                          eval_batch_size=self.eval_batch_size, main_metric=self.task.main_metric)
+
+    def recipe(self, layout: Method, model: MultiExitModel, stages: dict[str, Stage], parents: list[str],
+               label: str, ctx: FitContext | None = None) -> tuple[str, dict[str, Any]]:
+        """Give `model` (built as `layout`) the weights of `layout.fit` over `stages` after `parents`: loaded when
+        stored, else trained (the global RNG seeded first, so a stage trains the same wherever it starts) and
+        stored. Returns the key and the entry's log and meta."""
+        identity = {**self.base, "recipe": layout.name, "parents": parents,
+                    "stages": {name: asdict(stage) for name, stage in stages.items()}}
+        key = recipe_key(identity)
+        entry = self.find(key, identity)
+        if entry is not None:
+            self.load(key, model)
+            self.reused(label, key, entry)
+            return key, entry
+        ctx = ctx or self.context(model, stages)
+        torch.manual_seed(self.opts.seed)
+        if layout.fit(ctx):
+            raise TypeError(f"{layout.name}.fit returns several models: set resumes_rounds and use ctx.checkpoints")
+        info = {"log": ctx.log, "meta": ctx.meta, "steps": sum(ctx.steps.values()), "stage_steps": ctx.steps}
+        self.save(key, identity, model, layout, info)
+        self.trained(label, key, ctx.steps)
+        return key, canonical(info)
+
+    def run(self) -> Trained:
+        from cee_bench.runner import build_model, resolve_stages
+
+        method, opts = self.method, self.opts
+        model = build_model(method, self.encoder, self.task, opts.pooling, opts.seed)
+        log: dict[str, Any] = {}
+        meta: dict[str, Any] = {}
+        parents: list[str] = []
+        for stage_name, source_name in method.shares.items():
+            source = get_method(source_name)
+            (source_stage,) = source.stages[opts.preset]
+            settings, theirs = self.stages[stage_name], resolve_stages(source, opts)[source_stage]
+            if settings != theirs:
+                self.training["not_shared"][stage_name] = (
+                    f"{method.name}'s stage '{stage_name}' differs from {source.name}'s stage '{source_stage}' under "
+                    f"the '{opts.preset}' preset ({_differences(settings, theirs)}): trained as its own recipe")
+            source_model = build_model(source, self.encoder, self.task, opts.pooling, opts.seed)
+            key, entry = self.recipe(source, source_model, {source_stage: settings}, [], stage_name)
+            method.adopt(model, source_model)
+            del source_model
+            log[stage_name] = entry["log"][source_stage]
+            meta.update(entry["meta"])
+            parents.append(key)
+        own = {name: stage for name, stage in self.stages.items() if name not in method.shares}
+        variants: dict[Any, MultiExitModel] = {}
+        if not own:
+            files = {SINGLE: parents[-1]}
+        elif method.resumes_rounds:
+            ctx = self.context(model, self.stages)
+            ctx.checkpoints = StoreCheckpoints(self, {**self.base, "recipe": method.name, "parents": parents}, ctx)
+            torch.manual_seed(opts.seed)
+            variants = method.fit(ctx) or {}
+            log.update(ctx.log)
+            meta.update(ctx.meta)
+            files = dict(ctx.checkpoints.latest)
+        else:
+            key, entry = self.recipe(method, model, own, parents, "+".join(own), self.context(model, self.stages))
+            log.update(entry["log"])
+            meta.update(entry["meta"])
+            files = {SINGLE: key}
+        model.to(torch.device(opts.resolved_device)).eval()
+        store = None if self.root is None else {"path": str(self.root.relative_to(opts.output_dir)), "files": files}
+        return Trained(model, variants, log, meta, store, self.training, dict(zip(method.shares, parents)))
+
+
+class StoreCheckpoints(Checkpoints):
+    """`Checkpoints` in the model store: round r of a series is the recipe (the method's identity, the series'
+    settings, r); saving round r drops round r−1, so each series keeps its last round, which is also the model it
+    ends with (`latest`: series → key)."""
+
+    def __init__(self, harness: Harness, identity: dict[str, Any], ctx: FitContext) -> None:
+        self.harness, self.identity, self.ctx = harness, identity, ctx
+        self.latest: dict[str, str] = {}
+        self._chain: dict[str, tuple[int, int]] = {}  # series → (steps of its stored rounds, ctx steps at that time)
+
+    def _key(self, series: str, settings: dict[str, Any], round_number: int) -> tuple[str, dict[str, Any]]:
+        identity = {**self.identity, "series": series, "settings": settings, "round": round_number}
+        return recipe_key(identity), identity
+
+    def _executed(self) -> int:
+        return sum(self.ctx.steps.values())
+
+    def resume(self, series: str, settings: dict[str, Any], rounds: int, model: MultiExitModel) -> list[Any] | None:
+        self._chain[series] = (0, self._executed())
+        for round_number in range(rounds, 0, -1):
+            key, identity = self._key(series, settings, round_number)
+            entry = self.harness.find(key, identity)
+            if entry is not None:
+                self.harness.load(key, model)
+                self.harness.reused(f"{series} rounds 1-{round_number}", key, entry)
+                self.latest[series] = key
+                self._chain[series] = (entry["steps"], self._executed())
+                return entry["log"]
+        return None
+
+    def save(self, series: str, settings: dict[str, Any], round_number: int, model: MultiExitModel,
+             log: list[Any]) -> None:
+        stored, mark = self._chain.get(series, (0, self._executed()))
+        now = self._executed()
+        key, identity = self._key(series, settings, round_number)
+        self.harness.save(key, identity, model, self.harness.method,
+                          {"log": log, "steps": stored + now - mark, "round": round_number})
+        self.harness.trained(f"{series} round {round_number}", key, {"rounds": now - mark})
+        previous = self.latest.get(series)
+        if previous is not None and previous != key:
+            self.harness.drop(previous)
+        self.latest[series] = key
+        self._chain[series] = (stored + now - mark, now)
+
+
+def _differences(a: Stage, b: Stage) -> str:
+    mine, theirs = asdict(a), asdict(b)
+    return ", ".join(f"{k} {mine[k]} vs {theirs[k]}" for k in mine if mine[k] != theirs.get(k))
+
+
+def train_method(method: Method, task: Task, encoder: torch.nn.Module, data: dict[str, Encoded],
+                 stages: dict[str, Stage], opts: RunOptions, progress: Progress, eval_batch_size: int) -> Trained:
+    """Train (or load) every stage of `method` for this run: see the module docstring."""
+    return Harness(method, task, encoder, data, stages, opts, progress, eval_batch_size).run()
