@@ -219,16 +219,18 @@ class TrainStates:
 
 @torch.no_grad()
 def collect_states(model: MultiExitModel, data: Encoded, batch_size: int) -> TrainStates:
-    """One backbone pass over `data` in eval mode (no dropout: exploration comes from ε, see `deviations`)."""
+    """One backbone pass over `data` in eval mode (no dropout: exploration comes from ε, see `deviations`), in its
+    row order; batches are length-bucketed."""
     model.eval()
-    pooled, ce, preds = [], [], []
-    for batch in data.batches(batch_size):
+
+    def run(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         batch = {k: v.to(model.device) for k, v in batch.items()}
         out = model(batch)
-        pooled.append(out["pooled"][:, :-1])
-        ce.append(per_layer_ce(out["logits"], batch["labels"]))
-        preds.append(out["logits"].argmax(-1))
-    return TrainStates(torch.cat(pooled), torch.cat(ce), torch.cat(preds))
+        return {"pooled": out["pooled"][:, :-1], "ce": per_layer_ce(out["logits"], batch["labels"]),
+                "preds": out["logits"].argmax(-1)}
+
+    states = data.map_in_order(run, batch_size)
+    return TrainStates(states["pooled"], states["ce"], states["preds"])
 
 
 def exit_layers(signals: dict[str, torch.Tensor]) -> torch.Tensor:
