@@ -7,9 +7,12 @@
 
     OMP_NUM_THREADS=1 python benchmarks/length_bucketing.py --data-dir ../shared/data/glue
 
-SST-2 (single sentences) and MRPC (pairs: long, like QQP's) by default. Each part is a function (`throughput`,
-`realised_fractions`) so a combined script can call them. (b) trains each method with the `smoke` preset's stages on a
-small subset, unless `--models` names an output folder whose model store already holds it (seed 42).
+(a) runs on SST-2 (single sentences) and MRPC (pairs: long, like QQP's). (b) runs on SST-2 with `make demo`'s data
+settings (configs/demo.yaml: 450 training rows, length 64, 300 held-out and dev rows) and the `cpu` preset's stages,
+where the ≤1% points exit at several layers (on MRPC every row exits at layer 1 or 2, the majority-class trap, so
+no batch there has rows leaving at different layers); it trains each method (≈3 min on one thread), unless
+`--models` names an output folder whose model store holds it (seed 42), e.g. `--models runs/demo` after `make demo`.
+Each part is a function (`throughput`, `realised_fractions`) so a combined script can call them.
 """
 
 from __future__ import annotations
@@ -42,39 +45,46 @@ def _splits(task: str, data_dir: Path, tokenizer: Any, *, max_train: int, max_ev
 
 
 def throughput(task: str = "mrpc", data_dir: Path = DATA_DIR, *, examples: int = 256, batch_size: int = EVAL_BATCH_SIZE,
-               max_seq_length: int = 128) -> dict[str, float]:
+               max_seq_length: int = 128, repeats: int = 2) -> dict[str, float]:
     """(a) on the first `examples` dev rows: full-model examples/s at batch 1 and at `batch_size`, bucketed and in
-    file order (the heads are untrained: the full model's cost does not depend on its weights)."""
+    file order, each the best of `repeats` rounds that take the three in turn, so a burst of load elsewhere on the
+    machine does not land on one side only (the heads are untrained: the full model's cost does not depend on its
+    weights)."""
     encoder, tokenizer, _ = load_backbone(None)
     model = build_model(get_method("full"), encoder, get_task(task), "mean", SEED)
     dev = _splits(task, data_dir, tokenizer, max_train=1, max_eval=examples, max_seq_length=max_seq_length)["dev"]
-    b1 = measure_latency(model, Never(), dev, batch_size=1, max_examples=examples)
-    batched = {bucket: measure_latency(model, Never(), dev, batch_size=batch_size, max_examples=examples, bucket=bucket)
-               for bucket in (True, False)}
-    real_tokens = sum(len(ids) for ids in dev.input_ids[:examples]) / min(examples, len(dev))
-    return {"task": task, "examples": b1["examples"], "mean_tokens": real_tokens,
-            "b1_per_s": b1["full_throughput"],
-            "bucketed_per_s": batched[True]["full_throughput"], "file_order_per_s": batched[False]["full_throughput"],
-            "ratio_bucketed": batched[True]["full_throughput"] / b1["full_throughput"],
-            "ratio_file_order": batched[False]["full_throughput"] / b1["full_throughput"],
-            "padding_bucketed": batched[True]["padding_ratio"], "padding_file_order": batched[False]["padding_ratio"]}
+    settings = {"b1": (1, True), "bucketed": (batch_size, True), "file_order": (batch_size, False)}
+    best: dict[str, dict[str, Any]] = {}
+    for _ in range(repeats):
+        for name, (size, bucket) in settings.items():
+            figures = measure_latency(model, Never(), dev, batch_size=size, max_examples=examples, bucket=bucket)
+            if name not in best or figures["full_throughput"] > best[name]["full_throughput"]:
+                best[name] = figures
+    per_s = {name: figures["full_throughput"] for name, figures in best.items()}
+    return {"task": task, "examples": best["b1"]["examples"], "repeats": repeats,
+            "mean_tokens": sum(len(ids) for ids in dev.input_ids[:examples]) / best["b1"]["examples"],
+            "b1_per_s": per_s["b1"], "bucketed_per_s": per_s["bucketed"], "file_order_per_s": per_s["file_order"],
+            "ratio_bucketed": per_s["bucketed"] / per_s["b1"], "ratio_file_order": per_s["file_order"] / per_s["b1"],
+            "padding_bucketed": best["bucketed"]["padding_ratio"],
+            "padding_file_order": best["file_order"]["padding_ratio"]}
 
 
-def _trained(name: str, task: str, encoder: Any, data: dict[str, Encoded], models: Path | None) -> MultiExitModel:
-    """The stored model when `models` holds it, else one trained with the smoke preset's stages."""
+def _trained(name: str, task: str, encoder: Any, data: dict[str, Encoded], models: Path | None,
+             preset: str) -> MultiExitModel:
+    """The stored model when `models` holds it, else one trained with `preset`'s stages."""
     if models is not None and (model_dir(models, task, name, SEED) / CONFIG).is_file():
         return load_model(model_dir(models, task, name, SEED))
     method = get_method(name)
     model = build_model(method, encoder, get_task(task), "mean", SEED)
-    stages = resolve_stages(method, RunOptions(task=task, methods=name, preset="smoke"))
+    stages = resolve_stages(method, RunOptions(task=task, methods=name, preset=preset))
     method.fit(FitContext(model, data["train"], data["heldout"], stages, seed=SEED, device="cpu",
                           progress=Progress.quiet(), eval_batch_size=EVAL_BATCH_SIZE))
     return model.eval()
 
 
-def realised_fractions(task: str = "mrpc", data_dir: Path = DATA_DIR, *, methods: Sequence[str] = ("pabee", "deebert"),
-                       max_train: int = 400, max_eval: int = 300, examples: int = 256,
-                       batch_size: int = EVAL_BATCH_SIZE, max_seq_length: int = 128,
+def realised_fractions(task: str = "sst2", data_dir: Path = DATA_DIR, *, methods: Sequence[str] = ("pabee", "deebert"),
+                       max_train: int = 450, max_eval: int = 300, examples: int = 256,
+                       batch_size: int = EVAL_BATCH_SIZE, max_seq_length: int = 64, preset: str = "cpu",
                        models: Path | None = None) -> dict[str, dict[str, Any]]:
     """(b) per method: its ≤1% loss point on held-out train (the harness's `choose_operating_points` against the
     model's own top layer), then `measure_latency` at `batch_size` on the first `examples` dev rows."""
@@ -83,7 +93,7 @@ def realised_fractions(task: str = "mrpc", data_dir: Path = DATA_DIR, *, methods
     out = {}
     for name in methods:
         method = get_method(name)
-        model = _trained(name, task, encoder, data, models)
+        model = _trained(name, task, encoder, data, models, preset)
         held = compute_trace(model, data["heldout"], split="heldout", batch_size=EVAL_BATCH_SIZE)
         curve = sweep(method.grid(model.num_layers), lambda t: (held, method.rule(model, t)), get_task(task))
         choice = choose_operating_points(curve, per_layer_scores(held, get_task(task))[-1])["le1_loss"]
@@ -99,21 +109,25 @@ def realised_fractions(task: str = "mrpc", data_dir: Path = DATA_DIR, *, methods
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
+    parser.add_argument("--parts", default="a,b", help="which figures: a (throughput), b (realised fraction)")
     parser.add_argument("--throughput-tasks", default="sst2,mrpc")
-    parser.add_argument("--task", default="mrpc", help="the task of (b)")
+    parser.add_argument("--task", default="sst2", help="the task of (b)")
     parser.add_argument("--examples", type=int, default=256, help="dev rows timed (the first ones)")
-    parser.add_argument("--max-train-samples", type=int, default=400)
+    parser.add_argument("--max-train-samples", type=int, default=450, help="(b)'s training rows")
     parser.add_argument("--models", type=Path, default=None, help="an output folder whose model store to reuse")
     args = parser.parse_args()
 
-    for task in args.throughput_tasks.split(","):
+    parts = args.parts.split(",")
+    for task in args.throughput_tasks.split(",") if "a" in parts else ():
         t = throughput(task, args.data_dir, examples=args.examples)
-        print(f"(a) {task}: {t['examples']} dev rows, {t['mean_tokens']:.1f} word pieces each; full model "
+        print(f"(a) {task}: {t['examples']} dev rows, {t['mean_tokens']:.1f} word pieces each, best of {t['repeats']}; "
+              f"full model "
               f"b1 {t['b1_per_s']:.1f}/s; b32 bucketed {t['bucketed_per_s']:.1f}/s = {t['ratio_bucketed']:.2f}x b1 "
               f"(goal >= 2), padding {t['padding_bucketed']:.2f}; b32 file order {t['file_order_per_s']:.1f}/s = "
               f"{t['ratio_file_order']:.2f}x b1, padding {t['padding_file_order']:.2f}")
-    for name, r in realised_fractions(args.task, args.data_dir, examples=args.examples,
-                                      max_train=args.max_train_samples, models=args.models).items():
+    fractions = realised_fractions(args.task, args.data_dir, examples=args.examples, max_train=args.max_train_samples,
+                                   models=args.models) if "b" in parts else {}
+    for name, r in fractions.items():
         print(f"(b) {args.task} {name} <=1% point ({'met' if r['met_on_selection'] else 'NOT met'} on heldout, "
               f"threshold {r['threshold']}): b32 bucketed, {r['examples']} dev rows, mean exit layer "
               f"{r['mean_exit_layer']:.2f}, layer speed-up {r['layer_speedup']:.2f}x, measured {r['speedup_wall']:.2f}x, "

@@ -141,7 +141,8 @@ class MultiExitModel(nn.Module):
         return hidden, self.layer_mask(hidden, batch["attention_mask"])
 
     def layer_mask(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
-        """The 2-D padding mask [B, T] of `hidden` [B, T, H] in the form the layers take."""
+        """The padding mask `mask` [B, T] of `hidden` [B, T, H] in the form the layers take (early exit rebuilds it
+        when rows leave the batch)."""
         try:
             from transformers.masking_utils import create_bidirectional_mask
         except ImportError:  # transformers 4.x
