@@ -54,9 +54,12 @@ def early_exit(model: MultiExitModel, rule: ExitRule, batch: Batch) -> tuple[tor
                 break
             keep = ~done
             rows, hidden, mask = rows[keep], hidden[keep], mask[keep]
-            width = int(mask.sum(1).max())  # the rows left may all be shorter than the one that set the padding
-            hidden, mask = hidden[:, :width], mask[:, :width]
-            layer_mask = model.layer_mask(hidden, mask)
+            width = int(mask.sum(1).max())
+            if width < mask.shape[1]:  # the rows left are all shorter than the one that set the padding
+                hidden, mask = hidden[:, :width], mask[:, :width]
+                layer_mask = model.layer_mask(hidden, mask)
+            elif layer_mask is not None:
+                layer_mask = layer_mask[keep]
             state = {k: v[keep] for k, v in state.items()}
     return preds, exits
 
