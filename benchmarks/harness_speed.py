@@ -50,8 +50,8 @@ def main() -> None:
     # (a) one plain evaluation pass vs trace + 20-threshold sweep
     with torch.no_grad():
         started = time.perf_counter()
-        for batch in data["dev"].batches(32):
-            model.full_forward(batch)
+        for rows in data["dev"].batch_rows(32):  # length-bucketed, as the trace's batches are
+            model.full_forward(data["dev"].collate(rows))
         plain = time.perf_counter() - started
     started = time.perf_counter()
     trace = compute_trace(model, data["dev"], split="dev", batch_size=32)

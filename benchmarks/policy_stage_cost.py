@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import argparse
 import math
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 
 from cee_bench.analysis import build_context
-from cee_bench.consistentee import collect_states, memorized_layer, train_policy
+from cee_bench.consistentee import alpha_per_layer, collect_states, memorized_layer, train_policy
 
 
 def seconds(fn) -> float:
@@ -57,8 +58,8 @@ def main() -> None:
     parser.add_argument("--max-seq-length", type=int, default=128)
     parser.add_argument("--reference-batches", type=int, default=3, help="K-tiled batches timed to extrapolate")
     args = parser.parse_args()
-    ctx, _ = build_context(args.task, args.data_dir, args.model, args.preset, None, args.max_train_samples,
-                           args.max_seq_length, "mean", 42, True)
+    ctx, _ = build_context(args.task, Path(tempfile.mkdtemp(prefix="cee-policy-cost-")), args.data_dir, args.model,
+                           args.preset, None, args.max_train_samples, args.max_seq_length, "mean", 42, True)
     stage = ctx.stages["policy"]
     model, train = ctx.model, ctx.train
     backbone_pass(model, train, ctx.eval_batch_size)  # warm-up
@@ -67,7 +68,8 @@ def main() -> None:
     cache = seconds(lambda: holder.setdefault("states", collect_states(model, train, ctx.eval_batch_size)))
     states = holder["states"]
     memorized = memorized_layer(states.preds, train.labels)
-    policy = seconds(lambda: train_policy(ctx, states, memorized, stage.alphas[0], 0))
+    alpha = alpha_per_layer(stage.alphas[0], model.num_layers)
+    policy = seconds(lambda: train_policy(ctx, states, memorized, alpha, 0))
     steps = math.ceil(len(train) / stage.batch_size)
     timed = min(args.reference_batches, steps)
     reference = reference_batches(model, train, stage.batch_size, stage.samples, timed) / timed * steps * stage.epochs

@@ -222,7 +222,8 @@ class TrainStates:
 
 
 def collect_states(model: MultiExitModel, data: Encoded, batch_size: int) -> TrainStates:
-    """One backbone pass over `data` in eval mode (no dropout: exploration comes from ε, see `deviations`)."""
+    """One backbone pass over `data` in eval mode (no dropout: exploration comes from ε, see `deviations`), in its
+    row order; batches are length-bucketed."""
     states = frozen_states(model, data, batch_size, lambda out, batch: {
         "pooled": out["pooled"][:, :-1], "ce": per_layer_ce(out["logits"], batch["labels"]),
         "preds": out["logits"].argmax(-1)})

@@ -16,7 +16,7 @@ import random
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
@@ -153,12 +153,44 @@ class Encoded:
 
     def batches(self, batch_size: int, *, shuffle: bool = False, seed: int = 0,
                 indices: Sequence[int] | None = None) -> Iterator[dict[str, torch.Tensor]]:
-        """Dynamically padded batches; with `shuffle`, a fresh seeded order (pass a new seed per epoch)."""
+        """Training batches, dynamically padded; with `shuffle`, a fresh seeded order (pass a new seed per epoch).
+        Inference batches by length instead (`batch_rows`, `map_in_order`)."""
         order = list(indices) if indices is not None else list(range(len(self)))
         if shuffle:
             random.Random(seed).shuffle(order)
         for start in range(0, len(order), batch_size):
             yield self.collate(order[start:start + batch_size])
+
+    def batch_rows(self, batch_size: int, indices: Sequence[int] | None = None, *,
+                   by_length: bool = True) -> list[list[int]]:
+        """The rows of each inference batch: with `by_length` (length bucketing), rows of similar length together.
+
+        Rows are sorted by their number of real tokens (stably, so ties keep their order) and cut into batches of
+        `batch_size`, so each batch pads little: a batch of file-order rows pads every row to the longest one drawn,
+        which on GLUE pairs carries about 2.4× the real tokens at batch 32. Padded positions are masked, so a row's
+        result does not depend on the batch it lands in (up to float rounding). Without `by_length`: file order.
+        """
+        order = list(indices) if indices is not None else list(range(len(self)))
+        if by_length:
+            order.sort(key=lambda i: len(self.input_ids[i]))
+        return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+
+    def map_in_order(self, fn: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]],
+                     batch_size: int) -> dict[str, torch.Tensor]:
+        """`fn` over length-bucketed batches of the whole split, its outputs (dim 0 = the batch's rows)
+        concatenated back in the split's own row order: the one way evaluation, tracing and state collection batch."""
+        parts: dict[str, list[torch.Tensor]] = {}
+        rows = []
+        for batch in map(self.collate, self.batch_rows(batch_size)):
+            for key, value in fn(batch).items():
+                parts.setdefault(key, []).append(value)
+            rows.append(batch["index"])
+        return {key: in_row_order(chunks, rows) for key, chunks in parts.items()}
+
+    def padding_ratio(self, batches: Sequence[Sequence[int]]) -> float:
+        """Token slots the batches compute (rows × longest row, summed) ÷ the real tokens of their rows."""
+        slots = sum(len(rows) * max(len(self.input_ids[i]) for i in rows) for rows in batches)
+        return slots / sum(len(self.input_ids[i]) for rows in batches for i in rows)
 
     def collate(self, rows: Sequence[int]) -> dict[str, torch.Tensor]:
         width = max(len(self.input_ids[i]) for i in rows)
@@ -176,6 +208,12 @@ class Encoded:
         if self.token_type_ids is not None:
             batch["token_type_ids"] = types
         return batch
+
+
+def in_row_order(chunks: Sequence[torch.Tensor], rows: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Per-batch outputs concatenated and sorted by their rows' indices (each batch's `index`)."""
+    values = torch.cat(list(chunks))
+    return values[torch.argsort(torch.cat(list(rows))).to(values.device)]
 
 
 def encode(tokenizer: Any, examples: list[Example], max_length: int) -> Encoded:

@@ -25,15 +25,16 @@ Extract = Callable[[dict[str, torch.Tensor], Batch], dict[str, torch.Tensor]]
 @torch.no_grad()
 def frozen_states(model: MultiExitModel, data: Encoded, batch_size: int, extract: Extract, *,
                   keep_hidden: bool = False) -> dict[str, torch.Tensor]:
-    """`extract(forward output, batch)` for every batch of `data` in file order, concatenated: one backbone pass in
-    eval mode (`keep_hidden` adds the layers' token states to the output)."""
+    """`extract(forward output, batch)` for every row of `data`, in its row order: one backbone pass in eval mode
+    over length-bucketed batches (`keep_hidden` adds the layers' token states to the output; `extract` must reduce
+    them to one fixed-size value per row)."""
     model.eval()
-    parts: dict[str, list[torch.Tensor]] = {}
-    for batch in data.batches(batch_size):
+
+    def run(batch: Batch) -> dict[str, torch.Tensor]:
         batch = {k: v.to(model.device) for k, v in batch.items()}
-        for key, value in extract(model(batch, keep_hidden=keep_hidden), batch).items():
-            parts.setdefault(key, []).append(value)
-    return {key: torch.cat(values) for key, values in parts.items()}
+        return extract(model(batch, keep_hidden=keep_hidden), batch)
+
+    return data.map_in_order(run, batch_size)
 
 
 def train_on_states(ctx: FitContext, name: str, params: Iterable[nn.Parameter], states: dict[str, torch.Tensor],

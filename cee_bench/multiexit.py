@@ -144,9 +144,11 @@ class MultiExitModel(nn.Module):
         if "token_type_ids" in batch:
             kwargs["token_type_ids"] = batch["token_type_ids"]
         hidden = self.backbone.embeddings(**kwargs)
-        return hidden, self._layer_mask(hidden, batch["attention_mask"])
+        return hidden, self.layer_mask(hidden, batch["attention_mask"])
 
-    def _layer_mask(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
+    def layer_mask(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
+        """The padding mask `mask` [B, T] of `hidden` [B, T, H] in the form the layers take (early exit rebuilds it
+        when rows leave the batch)."""
         try:
             from transformers.masking_utils import create_bidirectional_mask
         except ImportError:  # transformers 4.x

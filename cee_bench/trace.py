@@ -30,16 +30,16 @@ class Trace:
 @torch.no_grad()
 def compute_trace(model: MultiExitModel, data: Encoded, *, split: str, batch_size: int,
                   progress: Progress | None = None) -> Trace:
-    """Run every layer over `data` once in eval mode and keep each layer's signals (not the pooled vectors)."""
+    """Run every layer over `data` once in eval mode and keep each layer's signals (not the pooled vectors), in the
+    split's row order; batches are length-bucketed (`Encoded.map_in_order`)."""
     model.eval()
     device = model.device
-    parts: dict[str, list[torch.Tensor]] = {}
-    batches = list(range(0, len(data), batch_size))
-    with (progress or Progress.quiet()).task(f"trace {split}", total=len(batches)) as advance:
-        for batch in data.batches(batch_size):
+    batches = -(-len(data) // batch_size)
+    with (progress or Progress.quiet()).task(f"trace {split}", total=batches) as advance:
+        def run(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             out = model({k: v.to(device) for k, v in batch.items()})
-            for key, value in out.items():
-                if key != "pooled":
-                    parts.setdefault(key, []).append(value.float().cpu())
             advance()
-    return Trace({k: torch.cat(v) for k, v in parts.items()}, data.labels.clone(), split)
+            return {key: value.float().cpu() for key, value in out.items() if key != "pooled"}
+
+        signals = data.map_in_order(run, batch_size)
+    return Trace(signals, data.labels.clone(), split)

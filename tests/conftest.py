@@ -25,6 +25,18 @@ def tiny_encoder() -> torch.nn.Module:
     return BertModel(config).eval()
 
 
+@pytest.fixture
+def random_heads_model(tiny_encoder):
+    """The tiny encoder with confident random heads (mean pooling), so rows exit at different layers."""
+    from cee_bench.multiexit import MultiExitModel
+
+    torch.manual_seed(1)
+    model = MultiExitModel(tiny_encoder, 2, pooling="mean", pooler="shared", dropout=0.1).eval()
+    for classifier in model.heads.classifiers:
+        torch.nn.init.normal_(classifier.weight, std=3.0)
+    return model
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     """The packaged encoder's tokenizer (offline)."""

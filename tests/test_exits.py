@@ -10,7 +10,6 @@ import torch
 from cee_bench.data import Encoded
 from cee_bench.errors import UserError
 from cee_bench.exits import EntropyBelow, Never, Patience, simulate
-from cee_bench.multiexit import MultiExitModel
 from cee_bench.runtime import early_exit, predict
 from cee_bench.trace import compute_trace
 
@@ -42,14 +41,6 @@ def test_entropy_threshold_ends_of_grid():
         Patience(-1)
 
 
-def _random_heads_model(tiny_encoder) -> MultiExitModel:
-    torch.manual_seed(1)
-    model = MultiExitModel(tiny_encoder, 2, pooling="mean", pooler="shared", dropout=0.1).eval()
-    for classifier in model.heads.classifiers:
-        torch.nn.init.normal_(classifier.weight, std=3.0)
-    return model
-
-
 def _data(n: int = 40) -> Encoded:
     gen = torch.Generator().manual_seed(0)
     lengths = torch.randint(4, 20, (n,), generator=gen).tolist()
@@ -58,8 +49,8 @@ def _data(n: int = 40) -> Encoded:
 
 
 @pytest.mark.parametrize("rule", [Patience(1), Patience(2), EntropyBelow(0.3), EntropyBelow(0.6), Never()])
-def test_real_early_exit_equals_simulation(tiny_encoder, rule):
-    model = _random_heads_model(tiny_encoder)
+def test_real_early_exit_equals_simulation(random_heads_model, rule):
+    model = random_heads_model
     data = _data()
     trace = compute_trace(model, data, split="test", batch_size=1)
     sim_exits = simulate(trace.signals, rule)
@@ -70,9 +61,9 @@ def test_real_early_exit_equals_simulation(tiny_encoder, rule):
         assert preds.tolist() == sim_preds.tolist(), batch_size
 
 
-def test_mixed_exits_leave_the_batch(tiny_encoder):
+def test_mixed_exits_leave_the_batch(random_heads_model):
     """A batch whose rows exit at different layers: the early ones stop computing, the rest carry on."""
-    model = _random_heads_model(tiny_encoder)
+    model = random_heads_model
     data = _data(16)
     _, exits = early_exit(model, EntropyBelow(0.6), data.collate(list(range(16))))
     assert len(set(exits.tolist())) > 1
