@@ -48,9 +48,10 @@ class Setting:
     max_seq_length: int = 64
     latency_examples: int = 16
     methods: str = "all"
-    extra: dict[str, Any] = field(default_factory=dict)
+    grids: dict[str, list[Any]] = field(default_factory=dict)  # a config file's `grids`
 
     def options(self, folder: Path, **changes: Any) -> RunOptions:
+        changes = {"grids": dict(self.grids), **changes}
         return RunOptions(task=self.task, methods=self.methods, data_dir=self.data_dir, output_dir=folder,
                           preset=self.preset, max_train_samples=self.max_train_samples,
                           max_eval_samples=self.max_eval_samples, max_seq_length=self.max_seq_length,
@@ -88,12 +89,13 @@ def wall_ratio(setting: Setting, before: Path, after: Path) -> dict[str, Any]:
             "before_steps": sum(r["training"]["steps"] for r in off_records), "after_records": on_records}
 
 
-def regrid_ratio(setting: Setting, folder: Path, first_seconds: float | None = None) -> dict[str, Any]:
-    """(c): a re-run with `OTHER_GRIDS` (records recomputed, the store kept) ÷ the first run into `folder` (run here
-    unless its time is given)."""
+def regrid_ratio(setting: Setting, folder: Path, first_seconds: float | None = None,
+                 grids: dict[str, list[Any]] | None = None) -> dict[str, Any]:
+    """(c): a re-run with other grids (`OTHER_GRIDS` unless given; records recomputed, the store kept) ÷ the first run
+    into `folder` (run here unless its time is given)."""
     if first_seconds is None:
         first_seconds, _ = timed_run(setting.options(folder))
-    again, records = timed_run(setting.options(folder, grids=dict(OTHER_GRIDS), force=True))
+    again, records = timed_run(setting.options(folder, grids=dict(grids or OTHER_GRIDS), force=True))
     return {"first_seconds": first_seconds, "rerun_seconds": again, "ratio": again / first_seconds,
             "rerun_steps": sum(r["training"]["steps"] for r in records)}
 
