@@ -191,7 +191,7 @@ def list_() -> None:
     from rich.table import Table
 
     from cee_bench.method import get_method, method_names
-    from cee_bench.presets import GENERATION_PRESETS, PRESET_LIMITS, PRESETS
+    from cee_bench.presets import GENERATION_PRESETS, PRESET_COSTS, PRESET_LIMITS, PRESETS
     from cee_bench.tasks import TASKS
 
     tasks = Table(title="Tasks")
@@ -224,11 +224,11 @@ def list_() -> None:
                            *(f"{m.grid_name}: {', '.join(f'{v:g}' for v in m.grid(GENERATION_PRESETS[p]))}"
                              for p in PRESETS))
     console.print(generation)
-    presets = Table(title="Preset data limits (classification)")
-    for column in ("preset", *next(iter(PRESET_LIMITS.values())).keys()):
+    presets = Table(title="Preset data limits and measured cost (classification)")
+    for column in ("preset", *next(iter(PRESET_LIMITS.values())).keys(), "cost"):
         presets.add_column(column)
     for p, limits in PRESET_LIMITS.items():
-        presets.add_row(p, *(str(v) for v in limits.values()))
+        presets.add_row(p, *(str(v) for v in limits.values()), PRESET_COSTS[p])
     console.print(presets)
     sizes = ("n_eval", "n_calib", "n_train", "train_tokens", "max_new_tokens", "max_prompt_tokens", "delta",
              "epsilon", "exit_steps", "policy_steps", "meta_steps")

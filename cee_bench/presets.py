@@ -33,6 +33,17 @@ PRESET_LIMITS: dict[str, dict[str, Any]] = {
     "cpu": {"max_train_samples": 4000, "max_eval_samples": None, "max_seq_length": 128, "latency_examples": 200},
     "paper": {"max_train_samples": None, "max_eval_samples": None, "max_seq_length": 128, "latency_examples": 1000},
 }
+# What each classification preset costs, as measured (`benchmarks/stage_steps.py`: seconds per optimiser step of every
+# method's stages × the preset's steps; one thread, CPU clock, the machine at load 2.5-3, so ±15%).
+PRESET_COSTS: dict[str, str] = {
+    "smoke": "seconds per method (CI)",
+    "cpu": "training per method at 4,000 SST-2 rows (length 64; MRPC's 3,302 pairs at 128 in brackets), measured on "
+           "one thread: full 8.5 (12.1) min, PABEE 9.6 (12.5), DeeBERT 12.5 (18.7, "
+           "before its stage 2 trained on cached states), BERxiT 7.9 (13.7), Right-Tool "
+           "8.4 (15.4), PCEE-BERT 8.5 (12.5), ConsistentEE 7 alpha 56 (100); shared recipes train DeeBERT's stage 1, "
+           "PCEE-BERT and ConsistentEE's step 1 once (cee_bench.recipes)",
+    "paper": "the papers' settings (whole training sets, their epochs): hours per method on a CPU",
+}
 
 
 @dataclass(frozen=True)
