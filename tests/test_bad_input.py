@@ -260,13 +260,6 @@ NUMBERS = [
 ]
 
 
-@pytest.mark.parametrize("args, message, console_script", first_by_console(NUMBERS))
-def test_numbers_outside_their_domain(args, message, console_script, store, cli):
-    data = str(SHARED_DATA if "cnndm" in args else GLUE)
-    refused(_run(*args, "--preset", "smoke", "--data-dir", data, store=store), message, store, cli,
-            console_script=console_script)
-
-
 # The same flags mean the same thing on both kinds: `--device` is checked for generation too, `--grid` is one
 # method's grid (and each method checks its own values), and a method registered twice is gone.
 GENERATION_FLAGS = [
@@ -280,8 +273,10 @@ GENERATION_FLAGS = [
 ]
 
 
-@pytest.mark.parametrize("args, message, console_script", first_by_console(GENERATION_FLAGS))
-def test_generation_flags_mean_what_they_mean_for_classification(args, message, console_script, store, cli):
+@pytest.mark.parametrize("args, message, console_script",
+                         first_by_console(NUMBERS) + first_by_console(GENERATION_FLAGS))
+def test_numbers_outside_their_domain_and_flags_that_mean_one_thing_on_both_kinds(args, message, console_script,
+                                                                                  store, cli):
     data = str(SHARED_DATA if "cnndm" in args else GLUE)
     refused(_run(*args, "--preset", "smoke", "--data-dir", data, store=store), message, store, cli,
             console_script=console_script)
