@@ -31,8 +31,8 @@ def seconds(fn) -> float:
 @torch.no_grad()
 def backbone_pass(model, data, batch_size: int) -> None:
     model.eval()
-    for batch in data.batches(batch_size):
-        model({k: v.to(model.device) for k, v in batch.items()})
+    for rows in data.batch_rows(batch_size):  # length-bucketed, as the state cache's pass is
+        model({k: v.to(model.device) for k, v in data.collate(rows).items()})
 
 
 @torch.no_grad()
@@ -40,10 +40,8 @@ def reference_batches(model, data, batch_size: int, samples: int, batches: int) 
     """Seconds for `batches` reference-style steps: the batch tiled K times, one train-mode (dropout) pass."""
     model.train()
     started = time.perf_counter()
-    for i, batch in enumerate(data.batches(batch_size)):
-        if i == batches:
-            break
-        model({k: v.repeat_interleave(samples, 0).to(model.device) for k, v in batch.items()})
+    for rows in data.batch_rows(batch_size, by_length=False)[:batches]:  # training batches: file order
+        model({k: v.repeat_interleave(samples, 0).to(model.device) for k, v in data.collate(rows).items()})
     model.eval()
     return time.perf_counter() - started
 

@@ -16,7 +16,7 @@ import random
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -150,16 +150,6 @@ class Encoded:
 
     def __len__(self) -> int:
         return len(self.input_ids)
-
-    def batches(self, batch_size: int, *, shuffle: bool = False, seed: int = 0,
-                indices: Sequence[int] | None = None) -> Iterator[dict[str, torch.Tensor]]:
-        """Training batches, dynamically padded; with `shuffle`, a fresh seeded order (pass a new seed per epoch).
-        Inference batches by length instead (`batch_rows`, `map_in_order`)."""
-        order = list(indices) if indices is not None else list(range(len(self)))
-        if shuffle:
-            random.Random(seed).shuffle(order)
-        for start in range(0, len(order), batch_size):
-            yield self.collate(order[start:start + batch_size])
 
     def batch_rows(self, batch_size: int, indices: Sequence[int] | None = None, *,
                    by_length: bool = True) -> list[list[int]]:

@@ -15,7 +15,6 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
 from rich.markup import escape
@@ -26,7 +25,7 @@ from cee_bench.method import get_method, method_names, parse_methods
 from cee_bench.progress import Progress
 from cee_bench.tasks import get_task, task_names
 
-__all__ = ["GENERATION_TASKS", "GENERATION_METHODS", "GenerationSetUp", "run_generation"]
+__all__ = ["GENERATION_TASKS", "GENERATION_METHODS", "GenerationSetUp"]
 
 GENERATION_TASKS = task_names("generation")
 GENERATION_METHODS = tuple(method_names("generation"))
@@ -267,19 +266,3 @@ class GenerationSetUp:
                     "fallback": ltt.chosen is None},
             "training": info,
         }
-
-
-def run_generation(task: str, methods: list[str], *, model: str | None, data_dir: Path | None, output_dir: Path,
-                   preset: str, seed: int, device: str, force: bool, quiet: bool, max_eval_samples: int | None,
-                   max_train_samples: int | None, thresholds: list[float] | None = None,
-                   delta: float | None = None, epsilon: float | None = None, greedy: bool = False,
-                   revision: str | None = None) -> list[Path]:
-    """One generation run from Python (the tests' entry): `runner.run` with these options; returns the record
-    paths (existing ones included)."""
-    from cee_bench.runner import RunOptions, run
-
-    get_task(task, "generation")
-    return run(RunOptions(task=task, methods=",".join(methods), model=model, data_dir=data_dir,
-                          output_dir=output_dir, preset=preset, seed=seed, device=device, force=force, quiet=quiet,
-                          max_eval_samples=max_eval_samples, max_train_samples=max_train_samples, grid=thresholds,
-                          delta=delta, epsilon=epsilon, greedy=greedy, revision=revision))

@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from cee_bench.errors import UserError
-from cee_bench.generation.recipe import GENERATION_METHODS, GENERATION_TASKS, run_generation
+from cee_bench.generation.recipe import GENERATION_METHODS, GENERATION_TASKS
+from cee_bench.runner import RunOptions, run
+from cee_bench.tasks import get_task
 from cee_bench.generation.tasks import load_examples
 
 WORDS = "the a cat dog sat ran on mat park today news said police man woman city summary of it was".split()
@@ -48,7 +50,8 @@ def _run(data: Path, out: Path, **overrides):
     arguments.update(overrides)
     task = arguments.pop("task", "cnndm")
     methods = arguments.pop("methods", ["calm"])
-    return run_generation(task, methods, **arguments)
+    get_task(task, "generation")
+    return run(RunOptions(task=task, methods=",".join(methods), grid=arguments.pop("thresholds", None), **arguments))
 
 
 def test_registry():
