@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from cee_bench.exits import ExitRule, simulate
-from cee_bench.generation.ltt import learn_then_test
+from cee_bench.ltt import learn_then_test
 from cee_bench.metrics import layer_figures, scores
 from cee_bench.tasks import Task
 from cee_bench.trace import Trace
@@ -78,7 +78,7 @@ def choose_ltt_point(candidate_preds: Sequence[np.ndarray], full_depth_preds: Se
     full depth; candidates come most conservative first, in an order fixed without looking at held-out data (the
     method's grid order, `Method.ltt_order`), as fixed-sequence testing requires. The risk of an example is
     1[prediction at λ ≠ prediction at full depth], δ = `loss` × `reference`, and the p-values are the exact binomial
-    tail (`generation/ltt.py`). The most aggressive candidate of the passing prefix is returned (`candidate`, an
+    tail (`cee_bench/ltt.py`). The most aggressive candidate of the passing prefix is returned (`candidate`, an
     index into the lists), or None — fall back to the full depth (`fallback`) — when the first one fails.
 
     What is guaranteed: with probability ≥ 1 − ε over the held-out draw, the chosen candidate's disagreement rate with

@@ -8,7 +8,7 @@ import pytest
 from scipy.stats import binom
 
 from cee_bench.curve import choose_ltt_point
-from cee_bench.generation.ltt import binomial_p_value, learn_then_test
+from cee_bench.ltt import binomial_p_value, learn_then_test
 from cee_bench.method import get_method
 
 N = 1000

@@ -48,21 +48,6 @@ class PolicyNetworks(nn.Module):
         return torch.sigmoid(torch.einsum("ebh,eh->eb", normed, self.weight[index]) + self.bias[index, None])
 
 
-def train_exits_weighted(mlm: MultiExitLM, data: TrainingStates, *, steps: int, lr: float, batch: int,
-                         seed: int, progress: Progress | None = None) -> list[float]:
-    """Stage 1: adapters of every intermediate exit with `Σ_i i·CE_i / Σ_i i`; returns the loss per step."""
-    layers = [i for i in mlm.exit_layers if i < mlm.num_layers]
-    weights = torch.tensor(layers, dtype=torch.float32)
-    weights = weights / weights.sum()
-
-    def loss(rows: torch.Tensor, step: int) -> torch.Tensor:
-        return sum(w * nn.functional.cross_entropy(mlm.exit_logits(data.states[i, rows], i), data.labels[rows])
-                   for w, i in zip(weights, layers))
-
-    return train_steps("exits (weighted CE)", mlm.adapters, loss, sample_batches(data.size, batch, steps, seed),
-                       lr=lr, progress=progress)
-
-
 def normed_exit_states(mlm: MultiExitLM, data: TrainingStates) -> torch.Tensor:
     """[E', N, H] final-normed states at the intermediate exit layers (the policy's input), computed once."""
     with torch.no_grad():

@@ -23,7 +23,7 @@ import torch
 from cee_bench.generation.decoding import ExitRule
 from cee_bench.generation.model import ExitAdapters, MultiExitLM
 from cee_bench.generation.tasks import Example
-from cee_bench.generation.training import TrainingStates, collect_states, per_exit_outputs
+from cee_bench.generation.training import TrainingStates, collect_states, per_exit_outputs, train_exits_weighted
 from cee_bench.presets import GenerationPreset
 from cee_bench.progress import Progress
 
@@ -60,8 +60,6 @@ class TrainingContext:
         """Exits trained with the weighted per-exit CE `Σ i·CE_i / Σ i` — CALM's anytime-prediction loss (§8.2)
         and ConsistentEE's stage 1 (§2.2) are the same objective, so it is trained once per run and shared —
         and every exit's CE on the training positions afterwards ([E, N], for the policy's rewards)."""
-        from cee_bench.generation.consistentee import train_exits_weighted
-
         preset, data = self.preset, self.states
         mlm = MultiExitLM(self.lm, self.exit_layers,
                           ExitAdapters(len(self.lm.model.layers), data.states.shape[-1], preset.adapter_rank))

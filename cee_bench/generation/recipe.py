@@ -207,7 +207,7 @@ class GenerationSetUp:
     def run_method(self, name: str) -> dict[str, Any]:
         """Train, decode every candidate on calibration and evaluation prompts, Learn-then-Test, the curve."""
         from cee_bench.generation.evaluation import consistency_risks, decode_speed, decode_split, decode_split_paired
-        from cee_bench.generation.ltt import learn_then_test
+        from cee_bench.ltt import learn_then_test
 
         method, full, cfg, ctx = get_method(name, "generation"), self.full, self.cfg, self.context
         candidates, info = method.candidates(ctx, self.grids[name])

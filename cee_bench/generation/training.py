@@ -1,4 +1,5 @@
-"""Training text → cached frozen-backbone states, and per-exit losses over them.
+"""Training text → cached frozen-backbone states, per-exit losses over them, and the exits' weighted-CE training that
+both generation methods use (ConsistentEE-LLM's stage 1 and the anytime CALM variants).
 
 Every generation method here trains with the backbone frozen (CALM's meta classifier, ConsistentEE's exits and
 policies), so the per-layer residual states of the training tokens are computed once and reused by every stage
@@ -12,9 +13,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from cee_bench.generation.model import MultiExitLM
 from cee_bench.generation.tasks import Example
+from cee_bench.progress import Progress
+from cee_bench.training import train_steps
 
 
 def chat_ids(tokenizer, user: str, assistant: str | None = None) -> torch.Tensor:
@@ -91,3 +95,19 @@ def per_exit_outputs(mlm: MultiExitLM, data: TrainingStates, chunk: int = 512
                 logits, data.labels[start:start + chunk], reduction="none")
             argmax[e, start:start + chunk] = logits.argmax(-1)
     return ce, argmax
+
+
+def train_exits_weighted(mlm: MultiExitLM, data: TrainingStates, *, steps: int, lr: float, batch: int,
+                         seed: int, progress: Progress | None = None) -> list[float]:
+    """Adapters of every intermediate exit with `Σ_i i·CE_i / Σ_i i` (ConsistentEE-LLM's stage 1, CALM's
+    anytime-prediction loss; `TrainingContext.anytime` trains it once per run for both); returns the loss per step."""
+    layers = [i for i in mlm.exit_layers if i < mlm.num_layers]
+    weights = torch.tensor(layers, dtype=torch.float32)
+    weights = weights / weights.sum()
+
+    def loss(rows: torch.Tensor, step: int) -> torch.Tensor:
+        return sum(w * nn.functional.cross_entropy(mlm.exit_logits(data.states[i, rows], i), data.labels[rows])
+                   for w, i in zip(weights, layers))
+
+    return train_steps("exits (weighted CE)", mlm.adapters, loss, sample_batches(data.size, batch, steps, seed),
+                       lr=lr, progress=progress)

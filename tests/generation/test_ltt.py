@@ -7,7 +7,7 @@ import math
 import pytest
 
 from cee_bench.errors import UserError
-from cee_bench.generation.ltt import hoeffding_p_value, learn_then_test
+from cee_bench.ltt import hoeffding_p_value, learn_then_test
 
 
 def test_picks_the_most_aggressive_candidate_that_passes():

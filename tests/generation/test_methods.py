@@ -10,10 +10,10 @@ import torch
 from baselines.calm import (CalmRule, consistency_labels, decayed_threshold, softmax_confidence, state_confidence,
                             train_meta_classifier)
 from cee_bench.generation.consistentee import (PolicyRule, normed_exit_states, policy_exit_layers,
-                                               train_exits_at_policy, train_exits_weighted, train_policy)
+                                               train_exits_at_policy, train_policy)
 from cee_bench.generation.decoding import Decoding, generate
 from cee_bench.generation.model import ExitAdapters, MultiExitLM, every_layer
-from cee_bench.generation.training import TrainingStates, per_exit_outputs
+from cee_bench.generation.training import TrainingStates, per_exit_outputs, train_exits_weighted
 
 
 @pytest.fixture

@@ -192,9 +192,8 @@ def test_grid_is_the_one_methods_grid_and_alpha_for_consistentee(tmp_path):
 
 def test_generation_stages_go_through_the_training_loop_with_progress(monkeypatch):
     import cee_bench.training as training
-    from cee_bench.generation.consistentee import train_exits_weighted
     from cee_bench.generation.model import ExitAdapters, MultiExitLM, every_layer
-    from cee_bench.generation.training import TrainingStates
+    from cee_bench.generation.training import TrainingStates, train_exits_weighted
     from transformers import LlamaConfig, LlamaForCausalLM
 
     calls = []

@@ -1,8 +1,10 @@
-"""Learn-then-Test calibration of a global exit threshold (CALM, METHODS.md §8.6).
+"""Learn-then-Test calibration of a global exit threshold (CALM, METHODS.md §8.6): statistics both kinds use, so it
+lives in the shell.
 
 Generic over methods: give candidates ordered from the most conservative to the most aggressive, and for each the
-per-example risk D ∈ [0, 1] on calibration data (here 1 − ROUGE-L against the full model's output: *textual
-consistency*, no labels needed). With (δ, ε), the chosen candidate satisfies E[D] ≤ δ with probability ≥ 1 − ε
+per-example risk D ∈ [0, 1] on calibration data (generation: 1 − ROUGE-L against the full model's output, *textual
+consistency*, no labels needed; classification's `ltt90_le1` point: disagreement with the same model at full depth,
+`classification/curve.py`). With (δ, ε), the chosen candidate satisfies E[D] ≤ δ with probability ≥ 1 − ε
 over the calibration draw. Hoeffding p-values with fixed-sequence testing: walk the candidates in order, reject
 H_j: R(λ_j) > δ while p_j ≤ ε, stop at the first failure, return the last rejected one — or none (the full model).
 When every risk is 0 or 1 (a disagreement indicator), `bound="binomial"` uses the exact binomial-tail p-value
