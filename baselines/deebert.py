@@ -11,7 +11,7 @@ Training, two stages with the same hyperparameters and a fresh AdamW each:
    `full`);
 2. `highway`: only the highways of layers 1..L-1 (pooler + linear) on Σ_{i<L} CE_i; the backbone and the final
    classifier are frozen. The highways' inputs (each layer's [CLS] or mean vector) are computed once, in eval mode,
-   and every epoch trains on them (`cee_bench.frozen`); the reference keeps the backbone's dropout on in this stage
+   and every epoch trains on them (`cee_bench.classification.frozen`); the reference keeps the backbone's dropout on in this stage
    (`model.train()`), so its highways see a differently perturbed input every step (see `deviations`).
 Exit: at the first layer i < L whose prediction entropy (natural log) is below S; the top layer always answers.
 Grid: S from `scripts/eval_entropy.sh`; S = 0 is the full model, and S ≥ ln C (0.693 for two labels) exits everything
@@ -30,10 +30,10 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from cee_bench.exits import EntropyBelow, ExitRule
-from cee_bench.frozen import frozen_states, train_on_states
+from cee_bench.classification.exits import EntropyBelow, ExitRule
+from cee_bench.classification.frozen import frozen_states, train_on_states
 from cee_bench.method import CPU_STAGE, SMOKE_STAGE, Method
-from cee_bench.multiexit import MultiExitModel
+from cee_bench.classification.multiexit import MultiExitModel
 from cee_bench.training import FitContext, Stage, per_layer_ce
 
 PAPER_STAGE = Stage(epochs=3, batch_size=8, lr=2e-5)  # both stages, scripts/train_highway.sh

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from cee_bench.exits import ExitRule, Never
+from cee_bench.classification.exits import ExitRule, Never
 from cee_bench.method import CPU_STAGE, SMOKE_STAGE, Method
-from cee_bench.multiexit import MultiExitModel
+from cee_bench.classification.multiexit import MultiExitModel
 from cee_bench.training import FitContext, Stage, per_layer_ce
 
 

@@ -14,9 +14,9 @@ from typing import Any, Sequence
 
 import torch
 
-from cee_bench.exits import ExitRule, Patience
+from cee_bench.classification.exits import ExitRule, Patience
 from cee_bench.method import CPU_STAGE, SMOKE_STAGE, Method
-from cee_bench.multiexit import MultiExitModel
+from cee_bench.classification.multiexit import MultiExitModel
 from cee_bench.training import FitContext, Stage, weighted_ce
 
 

@@ -18,9 +18,9 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from baselines.pabee import Pabee
-from cee_bench.exits import ConsecutiveConfident, ExitRule
+from cee_bench.classification.exits import ConsecutiveConfident, ExitRule
 from cee_bench.method import CPU_STAGE, SMOKE_STAGE, Method
-from cee_bench.multiexit import MultiExitModel
+from cee_bench.classification.multiexit import MultiExitModel
 from cee_bench.training import Stage
 
 TAU_GRID = (0.0, *(k / 18 for k in range(1, 10)), 1.0)

@@ -5,7 +5,7 @@ BERT-large, to bound the cost of its heavier exits — ours cost one pooler and 
 is an exit, like the other layer-wise baselines). Exit k: the backbone's shared pretrained pooler on layer k, dropout,
 `Linear(H, C)`, logits divided by a per-exit temperature T_k.
 Training: plain sum Σ_k CE_k over the exits, every parameter trainable. Then calibration: with the model frozen, each
-T_k is fitted independently to minimise NLL on the held-out split (LBFGS on log T, `cee_bench.calibration`); NLL and
+T_k is fitted independently to minimise NLL on the held-out split (LBFGS on log T, `cee_bench.classification.calibration`); NLL and
 ECE (15 bins) at T = 1 and at T_k go into the run's metadata (`method_meta.log.calibration`).
 Exit: at the first exit k < L whose max_c softmax(z_k / T_k)_c ≥ c; the last exit always answers. Grid: c from 1
 (the full model, bar float saturation) down to 0.5 (everything exits at layer 1 on two-label tasks).
@@ -27,11 +27,11 @@ from typing import Any, Sequence
 
 from torch import nn
 
-from cee_bench.calibration import ECE_BINS, Temperatures, calibration_report, fit_temperatures
-from cee_bench.exits import ExitRule, MaxProbAtLeast
+from cee_bench.classification.calibration import ECE_BINS, Temperatures, calibration_report, fit_temperatures
+from cee_bench.classification.exits import ExitRule, MaxProbAtLeast
 from cee_bench.method import CPU_STAGE, SMOKE_STAGE, Method
-from cee_bench.multiexit import MultiExitModel
-from cee_bench.trace import compute_trace
+from cee_bench.classification.multiexit import MultiExitModel
+from cee_bench.classification.trace import compute_trace
 from cee_bench.training import FitContext, Stage, per_layer_ce
 
 CONFIDENCE_GRID = (1.0, 0.999, 0.995, 0.99, 0.98, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55, 0.5)

@@ -14,7 +14,8 @@ import sys
 
 from rich.console import Console
 
-from cee_bench import bench, bench_baseline, bench_slowdown, curve, runtime
+from cee_bench import bench, bench_baseline, bench_slowdown
+from cee_bench.classification import curve, runtime
 
 SLOWDOWN = 0.25
 

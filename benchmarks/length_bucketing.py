@@ -22,17 +22,17 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
-from cee_bench.curve import choose_operating_points, per_layer_scores, sweep
-from cee_bench.data import Encoded, encode, load_splits
-from cee_bench.exits import Never
+from cee_bench.classification.curve import choose_operating_points, per_layer_scores, sweep
+from cee_bench.classification.data import Encoded, encode, load_splits
+from cee_bench.classification.exits import Never
 from cee_bench.method import get_method
-from cee_bench.multiexit import MultiExitModel, load_backbone
+from cee_bench.classification.multiexit import MultiExitModel, load_backbone
 from cee_bench.progress import Progress
 from cee_bench.runner import EVAL_BATCH_SIZE, RunOptions, build_model, resolve_stages
-from cee_bench.runtime import measure_latency
-from cee_bench.recipes import train_method
+from cee_bench.classification.runtime import measure_latency
+from cee_bench.classification.sharing import train_method
 from cee_bench.tasks import get_task
-from cee_bench.trace import compute_trace
+from cee_bench.classification.trace import compute_trace
 
 SEED = 42
 DATA_DIR = Path("../shared/data/glue")
@@ -71,7 +71,7 @@ def throughput(task: str = "mrpc", data_dir: Path = DATA_DIR, *, examples: int =
 
 def _trained(name: str, task: str, encoder: Any, data: dict[str, Encoded], models: Path | None,
              preset: str) -> MultiExitModel:
-    """`name` trained by the harness with `preset`'s stages (`cee_bench.recipes`), from the model store of `models`
+    """`name` trained by the harness with `preset`'s stages (`cee_bench.classification.sharing`), from the model store of `models`
     when it holds the same recipe (e.g. `runs/demo` after `make demo`), and stored there."""
     opts = RunOptions(task=task, methods=name, preset=preset, seed=SEED, device="cpu", quiet=True,
                       output_dir=models if models is not None else Path(tempfile.mkdtemp(prefix="cee-bucketing-")))

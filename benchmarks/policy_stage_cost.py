@@ -1,6 +1,6 @@
 """What ConsistentEE's policy stage (step 3) costs, in units of one backbone pass over the training set.
 
-Because backbone and classifiers are frozen in step 3, `cee_bench.consistentee` computes the training set's pooled
+Because backbone and classifiers are frozen in step 3, `cee_bench.classification.consistentee` computes the training set's pooled
 states and per-layer CE once per round and runs every policy epoch and all K trajectories on that cache. The
 reference code instead runs K dropout-perturbed backbone passes per batch, every epoch; its cost is extrapolated here
 from a few timed K-tiled batches. Goal: cached policy stage <= 1.5x one backbone pass.
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from cee_bench.analysis import build_context
-from cee_bench.consistentee import alpha_per_layer, collect_states, memorized_layer, train_policy
+from cee_bench.classification.analysis import build_context
+from cee_bench.classification.consistentee import alpha_per_layer, collect_states, memorized_layer, train_policy
 
 
 def seconds(fn) -> float:

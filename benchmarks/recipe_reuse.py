@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from cee_bench.runner import RunOptions, run
-from cee_bench.store import read_entry, store_root
+from cee_bench.classification.store import read_entry, store_root
 
 ROOT = Path(__file__).resolve().parents[1]
 GLUE = ROOT.parent / "shared" / "data" / "glue"

@@ -45,7 +45,7 @@ from cee_bench.errors import UserError
 if TYPE_CHECKING:
     from torch import nn
 
-    from cee_bench.data import Encoded
+    from cee_bench.classification.data import Encoded
 
 SUITE_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
 SUITE_FILE = SUITE_DIR / "test_latency.py"
@@ -101,7 +101,7 @@ def fixed_inputs() -> Encoded:
     """`NUM_INPUTS` seeded random token sequences of mixed lengths, with seeded labels, in the harness's own type."""
     import torch
 
-    from cee_bench.data import Encoded
+    from cee_bench.classification.data import Encoded
 
     generator = torch.Generator().manual_seed(SEED)
     lengths = torch.randint(MIN_TOKENS, MAX_TOKENS + 1, (NUM_INPUTS,), generator=generator).tolist()
@@ -197,7 +197,7 @@ def run_suite(device: str, keyword: str | None = None, names: list[str] | None =
               rounds_scale: int = 1) -> SuiteRun:
     """Run the pytest-benchmark suite in this process and read its JSON report.
 
-    In-process, so that the test-only hook a test sets (`cee_bench.runtime.row_hook`) is the one the
+    In-process, so that the test-only hook a test sets (`cee_bench.classification.runtime.row_hook`) is the one the
     suite runs with. `keyword` is a pytest `-k` expression; `names` selects benchmarks by name (the reruns);
     `rounds_scale` multiplies every benchmark's rounds.
     """

@@ -1,10 +1,10 @@
 """Known slowdowns to inject into the latency suite, to show the gate catches them (tests and the sensitivity note).
 
-- `rows_slower(fraction, calibration)`: a `cee_bench.runtime.row_hook` that busy-waits, at every computed layer, for
+- `rows_slower(fraction, calibration)`: a `cee_bench.classification.runtime.row_hook` that busy-waits, at every computed layer, for
   `fraction` of one row's per-layer cost in the benchmark now running (as timed in `calibration`, a run just before),
   times the rows still computed. It scales with the batch, so it slows batch 32 as much as batch 1 (a per-call sleep
   is amortised away over the batch).
-- `twice(sweep)`: a `cee_bench.curve.sweep` that replays every sweep twice (exactly 2× slower).
+- `twice(sweep)`: a `cee_bench.classification.curve.sweep` that replays every sweep twice (exactly 2× slower).
 
 Busy-waiting (not sleeping) keeps the added time on the CPU, as slower code would be.
 """

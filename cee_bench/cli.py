@@ -240,7 +240,7 @@ def list_() -> None:
     console.print(gen_presets)
 
 
-from cee_bench.analysis import analyze_app  # noqa: E402  (torch is imported inside its commands)
+from cee_bench.classification.analysis import analyze_app  # noqa: E402  (torch is imported inside its commands)
 from cee_bench.bench import bench_command  # noqa: E402  (typer and rich only: --help stays instant)
 
 app.command("bench")(bench_command)

@@ -14,8 +14,8 @@ from typing import Any, ClassVar, Sequence
 from torch import nn
 
 from cee_bench.errors import UserError
-from cee_bench.exits import ExitRule
-from cee_bench.multiexit import MultiExitModel, SignalFn
+from cee_bench.classification.exits import ExitRule
+from cee_bench.classification.multiexit import MultiExitModel, SignalFn
 from cee_bench.presets import PRESETS  # noqa: F401  (each method keys its stages by these)
 from cee_bench.training import FitContext, Stage
 
@@ -33,8 +33,8 @@ METHOD_MODULES: dict[str, str] = {
     "berxit": "baselines.berxit",
     "right-tool": "baselines.right_tool",
     "pcee-bert": "baselines.pcee",
-    "consistentee": "cee_bench.consistentee",
-    "consistentee-vanilla": "cee_bench.consistentee:VANILLA",
+    "consistentee": "cee_bench.classification.consistentee",
+    "consistentee-vanilla": "cee_bench.classification.consistentee:VANILLA",
 }
 GENERATION_METHOD_MODULES: dict[str, str] = {
     "calm": "baselines.calm",
@@ -87,7 +87,7 @@ class Method:
     signal_fn: ClassVar[SignalFn | None] = None
 
     # Stage name → the method whose whole training that stage is (one stage of its own), for the first stages of
-    # this method: the harness (`cee_bench.recipes`) trains such a stage once per recipe, shares it with every method
+    # this method: the harness (`cee_bench.classification.sharing`) trains such a stage once per recipe, shares it with every method
     # naming the same recipe and keeps it in the model store; `fit` then trains only the stages not named here.
     shares: ClassVar[dict[str, str]] = {}
     # True when `fit` keeps and resumes its own rounds through `ctx.checkpoints` (one model per grid value); the

@@ -19,10 +19,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from cee_bench.data import Encoded
+from cee_bench.classification.data import Encoded
 from cee_bench.distributed import per_process_batch
 from cee_bench.errors import UserError
-from cee_bench.multiexit import MultiExitModel
+from cee_bench.classification.multiexit import MultiExitModel
 from cee_bench.progress import Progress
 
 Batch = dict[str, torch.Tensor]
@@ -57,7 +57,7 @@ class Stage:
 class Checkpoints:
     """Where a method that trains in rounds saves each finished round and finds the last one again after an
     interruption (ConsistentEE's rounds per α). This base keeps nothing, so a bare `FitContext` trains from scratch;
-    `cee_bench.recipes` backs it with the model store."""
+    `cee_bench.classification.sharing` backs it with the model store."""
 
     def resume(self, series: str, settings: dict[str, Any], rounds: int, model: MultiExitModel) -> list[Any] | None:
         """The log of the last stored round (of at most `rounds`) of `series` under `settings`, its weights loaded

@@ -35,8 +35,8 @@ SHELL_TOP = ("cee_bench.cli", "cee_bench.__main__", "cee_bench.runner")  # the r
 WINGS = {"classification": ("cee_bench.classification",), "generation": ("cee_bench.generation",)}
 # Baseline modules belong to the wing of the kind they implement (CALM is a generation method).
 BASELINE_WING = {"baselines.calm": "generation"}
-# Rooms above the wings: they read both kinds (the report) or measure both (the latency gate, the analyses).
-ABOVE_WINGS = ("cee_bench.report", "cee_bench.gate", "cee_bench.analysis")
+# Rooms above the wings: they read both kinds (the report) or measure both (the latency gate).
+ABOVE_WINGS = ("cee_bench.report", "cee_bench.gate")
 
 
 def module_name(path: Path, root: Path = ROOT) -> str:
@@ -181,8 +181,8 @@ def layout_breaks(source: str, target: str) -> str | None:
 
 
 LAYOUT_RULES = ("no room below the run shell imports `runner` or `cli`; the shared shell imports no wing; a wing "
-                "imports the other wing only through the shell's shared rooms; nothing below the report, the gate "
-                "and the analyses imports them")
+                "imports the other wing only through the shell's shared rooms; nothing but the run shell imports the "
+                "report or the gate")
 
 
 @dataclass

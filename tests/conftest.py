@@ -28,7 +28,7 @@ def tiny_encoder() -> torch.nn.Module:
 @pytest.fixture
 def random_heads_model(tiny_encoder):
     """The tiny encoder with confident random heads (mean pooling), so rows exit at different layers."""
-    from cee_bench.multiexit import MultiExitModel
+    from cee_bench.classification.multiexit import MultiExitModel
 
     torch.manual_seed(1)
     model = MultiExitModel(tiny_encoder, 2, pooling="mean", pooler="shared", dropout=0.1).eval()
@@ -42,7 +42,7 @@ def tokenizer():
     """The packaged encoder's tokenizer (offline)."""
     from transformers import AutoTokenizer
 
-    from cee_bench.multiexit import resolve_model
+    from cee_bench.classification.multiexit import resolve_model
 
     return AutoTokenizer.from_pretrained(resolve_model(None)[0])
 

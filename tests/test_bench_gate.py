@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from cee_bench import bench, bench_baseline, bench_slowdown, curve, runtime
+from cee_bench import bench, bench_baseline, bench_slowdown
+from cee_bench.classification import curve, runtime
 from cee_bench.bench_baseline import Baseline, Entry, Figures, Machine
 
 SUBSET = "pabee and (early_exit or sweep)"

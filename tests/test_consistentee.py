@@ -8,15 +8,15 @@ import sys
 import pytest
 import torch
 
-from cee_bench import consistentee as cee
-from cee_bench.data import Encoded
+from cee_bench.classification import consistentee as cee
+from cee_bench.classification.data import Encoded
 from cee_bench.errors import UserError
-from cee_bench.exits import simulate
+from cee_bench.classification.exits import simulate
 from cee_bench.method import get_method
-from cee_bench.multiexit import MultiExitModel
+from cee_bench.classification.multiexit import MultiExitModel
 from cee_bench.progress import Progress
-from cee_bench.runtime import predict
-from cee_bench.trace import compute_trace
+from cee_bench.classification.runtime import predict
+from cee_bench.classification.trace import compute_trace
 from cee_bench.training import FitContext, Stage
 
 L = 3

@@ -9,7 +9,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from cee_bench import analysis
+from cee_bench.classification import analysis
 from cee_bench.errors import UserError
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cee_bench.data import encode, load_splits, read_glue_tsv
+from cee_bench.classification.data import encode, load_splits, read_glue_tsv
 from cee_bench.errors import UserError
 from cee_bench.tasks import get_task
 

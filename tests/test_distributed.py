@@ -82,14 +82,14 @@ def test_two_processes_write_one_record_per_method_naming_their_world(runs) -> N
 
 def test_dev_decisions_of_the_stored_two_process_models_equal_the_record(runs) -> None:
     """The two-process model's weights, evaluated again here in one process, make the record's decisions."""
-    from cee_bench.curve import evaluate_rule
-    from cee_bench.data import encode, load_splits
-    from cee_bench.exits import Never
+    from cee_bench.classification.curve import evaluate_rule
+    from cee_bench.classification.data import encode, load_splits
+    from cee_bench.classification.exits import Never
     from cee_bench.method import get_method
-    from cee_bench.multiexit import load_backbone
-    from cee_bench.store import SINGLE, load_model, variant_name
+    from cee_bench.classification.multiexit import load_backbone
+    from cee_bench.classification.store import SINGLE, load_model, variant_name
     from cee_bench.tasks import get_task
-    from cee_bench.trace import compute_trace
+    from cee_bench.classification.trace import compute_trace
 
     folder, _ = runs[2]
     records = _records(folder)
@@ -163,7 +163,7 @@ def test_the_store_gives_back_every_entry_it_saved(tiny_encoder, tmp_path) -> No
 
     from cee_bench.method import get_method
     from cee_bench.runner import build_model
-    from cee_bench.store import drop_entry, load_model, save_entry, store_root
+    from cee_bench.classification.store import drop_entry, load_model, save_entry, store_root
     from cee_bench.tasks import get_task
 
     method, task = get_method("consistentee"), get_task("rte")

@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-from cee_bench.data import Encoded
+from cee_bench.classification.data import Encoded
 from cee_bench.errors import UserError
-from cee_bench.exits import EntropyBelow, Never, Patience, simulate
-from cee_bench.runtime import early_exit, predict
-from cee_bench.trace import compute_trace
+from cee_bench.classification.exits import EntropyBelow, Never, Patience, simulate
+from cee_bench.classification.runtime import early_exit, predict
+from cee_bench.classification.trace import compute_trace
 
 
 def _logits(preds: list[list[int]], confident: float = 4.0) -> torch.Tensor:

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cee_bench.data import Encoded
-from cee_bench.exits import EntropyBelow, Patience
-from cee_bench.runtime import early_exit, measure_latency, predict
-from cee_bench.trace import compute_trace
+from cee_bench.classification.data import Encoded
+from cee_bench.classification.exits import EntropyBelow, Patience
+from cee_bench.classification.runtime import early_exit, measure_latency, predict
+from cee_bench.classification.trace import compute_trace
 
 
 def _mixed_lengths(n: int = 48) -> Encoded:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
-from cee_bench.curve import choose_ltt_point
+from cee_bench.classification.curve import choose_ltt_point
 from cee_bench.ltt import binomial_p_value, learn_then_test
 from cee_bench.method import get_method
 

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from cee_bench import consistentee as cee
-from cee_bench.data import Encoded
+from cee_bench.classification import consistentee as cee
+from cee_bench.classification.data import Encoded
 from cee_bench.method import get_method
 from cee_bench.progress import Progress
-from cee_bench.recipes import base_identity, recipe_key, train_method
+from cee_bench.classification.sharing import base_identity, recipe_key, train_method
 from cee_bench.runner import RunOptions, resolve_stages
 from cee_bench.tasks import get_task
 

@@ -14,7 +14,7 @@ import pytest
 from cee_bench import report as rep
 from cee_bench.errors import UserError
 from cee_bench.intervals import PairedBootstrap, interval, metric_samples, saved_layer_samples
-from cee_bench.metrics import METRICS, f1_binary
+from cee_bench.classification.metrics import METRICS, f1_binary
 from cee_bench.results import save_result
 
 ROOT = Path(__file__).resolve().parents[1]

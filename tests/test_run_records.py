@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import typer
 
-from cee_bench.metrics import scores
+from cee_bench.classification.metrics import scores
 from cee_bench.tasks import get_task
 
 ROOT = Path(__file__).resolve().parents[1]

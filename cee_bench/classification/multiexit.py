@@ -99,7 +99,7 @@ class ExitHeads(nn.Module):
 
     def summary(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The vector a layer's pooler reads ([CLS] or the masked mean of the token states): a head's input, so a
-        stage that trains heads on a frozen backbone can cache it (`cee_bench.frozen`)."""
+        stage that trains heads on a frozen backbone can cache it (`cee_bench.classification.frozen`)."""
         if self.pooling == "cls":
             return hidden[:, 0]
         weights = mask.unsqueeze(-1).to(hidden.dtype)

@@ -1,5 +1,5 @@
 """The model store: trained weights (safetensors) and the config that rebuilds them, one folder per recipe key under
-`<output_dir>/models/<task>/<key>/` (`cee_bench.recipes` computes the keys and decides what is reused).
+`<output_dir>/models/<task>/<key>/` (`cee_bench.classification.sharing` computes the keys and decides what is reused).
 
 Why: a record's numbers can be re-derived from the very weights that produced them (the multi-process test
 recomputes the dev decisions of a two-process model in one process), and a later run — another grid, more latency
@@ -19,7 +19,7 @@ from typing import Any
 from torch import nn
 
 from cee_bench.errors import UserError
-from cee_bench.multiexit import MultiExitModel
+from cee_bench.classification.multiexit import MultiExitModel
 from cee_bench.results import atomic_write, write_json
 
 CONFIG = "config.json"

@@ -1,5 +1,5 @@
 """One training per distinct recipe: the harness that trains a method's stages, shares them across methods and keeps
-them in the model store (`cee_bench.store`).
+them in the model store (`cee_bench.classification.store`).
 
 A recipe is what decides a set of trained weights: the method whose heads and loss train them, the stage settings,
 the stages before it (`parents`), the backbone's weights, the training and held-out rows (as tokenised), pooling
@@ -31,12 +31,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from cee_bench import distributed
-from cee_bench.data import Encoded
+from cee_bench.classification.data import Encoded
 from cee_bench.method import Method, get_method
-from cee_bench.multiexit import MultiExitModel
+from cee_bench.classification.multiexit import MultiExitModel
 from cee_bench.progress import Progress
 from cee_bench.results import jsonable, result_path
-from cee_bench.store import SINGLE, drop_entry, load_weights, read_entry, save_entry, store_root
+from cee_bench.classification.store import SINGLE, drop_entry, load_weights, read_entry, save_entry, store_root
 from cee_bench.tasks import Task
 from cee_bench.training import Checkpoints, FitContext, Stage
 

@@ -48,7 +48,7 @@ def _inputs(task_name: str, output_dir: Path, data_dir: Path | None, model: str 
             epochs: float | None, max_train: int | None, max_len: int | None, pooling: str, seed: int, quiet: bool):
     """(options, task, encoder, encoded train/held-out data, ConsistentEE's stages, progress): what `cee-bench run`
     would train ConsistentEE on with the same flags."""
-    from cee_bench.consistentee import METHOD
+    from cee_bench.classification.consistentee import METHOD
     from cee_bench.progress import Progress
     from cee_bench.runner import RunOptions, SetUp
 
@@ -63,7 +63,7 @@ def _inputs(task_name: str, output_dir: Path, data_dir: Path | None, model: str 
 
 def build_context(*args: Any):
     """(FitContext around a fresh ConsistentEE model, task): the same data, heads and stages `cee-bench run` uses."""
-    from cee_bench.consistentee import METHOD
+    from cee_bench.classification.consistentee import METHOD
     from cee_bench.runner import EVAL_BATCH_SIZE, build_model
     from cee_bench.training import FitContext
 
@@ -76,7 +76,7 @@ def build_context(*args: Any):
 
 def _train_trace(model, data, batch_size: int = 32) -> dict[str, torch.Tensor]:
     """Per-layer logits and exit probabilities of the training set, eval mode."""
-    from cee_bench.trace import compute_trace
+    from cee_bench.classification.trace import compute_trace
 
     return compute_trace(model, data, split="train", batch_size=batch_size).signals
 
@@ -130,7 +130,7 @@ def hardness(task: str = TASK, output_dir: Path = OUTPUT_DIR, data_dir: Optional
     """Table 1: Spearman ρ of the memorized layer with the loss and with forgetting events (training set)."""
     import torch
 
-    from cee_bench.consistentee import memorized_layer, train_init
+    from cee_bench.classification.consistentee import memorized_layer, train_init
     from cee_bench.training import per_layer_ce
 
     ctx, task_ = build_context(task, output_dir, data_dir, model, preset, epochs, max_train_samples, max_seq_length,
@@ -201,10 +201,10 @@ def layers(task: str = TASK, output_dir: Path = OUTPUT_DIR, data_dir: Optional[P
     """Figure 2: per-layer training loss and accuracy, weighted-CE objective vs ConsistentEE objective. The models
     are `cee-bench run`'s (the step-1 model and the α model, from the model store of `--output-dir` when there,
     trained and stored otherwise)."""
-    from cee_bench.consistentee import METHOD, check_alpha, exit_layers
-    from cee_bench.recipes import train_method
+    from cee_bench.classification.consistentee import METHOD, check_alpha, exit_layers
+    from cee_bench.classification.sharing import train_method
     from cee_bench.runner import EVAL_BATCH_SIZE
-    from cee_bench.store import load_model, store_root
+    from cee_bench.classification.store import load_model, store_root
 
     if alpha is not None:
         check_alpha(alpha)

@@ -15,8 +15,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from cee_bench.data import Encoded
-from cee_bench.multiexit import MultiExitModel
+from cee_bench.classification.data import Encoded
+from cee_bench.classification.multiexit import MultiExitModel
 from cee_bench.training import Batch, FitContext
 
 Extract = Callable[[dict[str, torch.Tensor], Batch], dict[str, torch.Tensor]]

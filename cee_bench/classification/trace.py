@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
-from cee_bench.data import Encoded
-from cee_bench.multiexit import MultiExitModel
+from cee_bench.classification.data import Encoded
+from cee_bench.classification.multiexit import MultiExitModel
 from cee_bench.progress import Progress
 
 

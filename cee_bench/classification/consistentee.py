@@ -21,7 +21,7 @@ then for each α of the grid, starting again from the step-1 weights:
 Step 1 is trained once and shared by every α (each α restarts from the step-1 weights), so more α values cost only
 steps 2-4 each.
 Step 1 is PABEE's recipe (same heads, loss and trainable set), so `cee-bench run` trains it once for PABEE, PCEE-BERT
-and both ConsistentEE variants wherever their stage settings agree (`shares`, `cee_bench.recipes`); every finished
+and both ConsistentEE variants wherever their stage settings agree (`shares`, `cee_bench.classification.sharing`); every finished
 round of every α is kept in the model store, so an interrupted run resumes at the round it was in.
 `released_variant=True` runs the released BERT code's shape instead: one round, policy trainable in step 4 (loss =
 CE at each of K sampled exits + the policy loss).
@@ -49,15 +49,15 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from cee_bench.data import Encoded
+from cee_bench.classification.data import Encoded
 from cee_bench.distributed import from_main
 from cee_bench.errors import UserError
-from cee_bench.exits import ExitRule, ScoreAbove, simulate
-from cee_bench.frozen import frozen_states, train_on_states
+from cee_bench.classification.exits import ExitRule, ScoreAbove, simulate
+from cee_bench.classification.frozen import frozen_states, train_on_states
 from cee_bench.method import CPU_STAGE, SMOKE_STAGE, Method
-from cee_bench.metrics import METRICS
-from cee_bench.multiexit import MultiExitModel
-from cee_bench.trace import compute_trace
+from cee_bench.classification.metrics import METRICS
+from cee_bench.classification.multiexit import MultiExitModel
+from cee_bench.classification.trace import compute_trace
 from cee_bench.training import FitContext, Stage, per_layer_ce, weighted_ce
 
 POLICY_HIDDEN = 32
@@ -387,7 +387,7 @@ class ConsistentEE(Method):
     preset_notes = {preset: f"{ALPHA_RULE}; alpha_depth grid " + ", ".join(f"{a:g}" for a in s["policy"].alphas)
                     for preset, s in stages.items()}
     signal_fn = staticmethod(policy_signals)
-    shares = {"init": "pabee"}  # step 1 (Eq. 1) is PABEE's training: trained once per recipe (cee_bench.recipes)
+    shares = {"init": "pabee"}  # step 1 (Eq. 1) is PABEE's training: trained once per recipe (cee_bench.classification.sharing)
     resumes_rounds = True
 
     def grid(self, num_layers: int) -> Sequence[Any]:
@@ -415,7 +415,7 @@ class ConsistentEE(Method):
         shared by every α) — policy included, so every α starts from the same untrained policy — restored in place
         because `train_stage` is bound to `ctx.model`; each α's trained model is kept as a copy, keyed by its
         α_depth, and each α's rounds are checkpointed as the series `alpha_depth=<value>`."""
-        from cee_bench.store import variant_name
+        from cee_bench.classification.store import variant_name
 
         stage: PolicyStage = ctx.stages["policy"]
         initial = copy.deepcopy(ctx.model.state_dict())

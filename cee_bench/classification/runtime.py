@@ -13,9 +13,9 @@ from typing import Callable
 
 import torch
 
-from cee_bench.data import Encoded
-from cee_bench.exits import ExitRule
-from cee_bench.multiexit import MultiExitModel
+from cee_bench.classification.data import Encoded
+from cee_bench.classification.exits import ExitRule
+from cee_bench.classification.multiexit import MultiExitModel
 from cee_bench.progress import Progress
 
 Batch = dict[str, torch.Tensor]
