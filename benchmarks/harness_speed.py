@@ -19,11 +19,11 @@ import torch
 
 from cee_bench.classification.curve import choose_operating_points, evaluate_rule, per_layer_scores, sweep
 from cee_bench.classification.exits import EntropyBelow
-from cee_bench.method import get_method
-from cee_bench.progress import Progress
-from cee_bench.runner import RunOptions, SetUp, build_model
+from cee_bench.classification.recipe import RunOptions, SetUp, build_model
 from cee_bench.classification.runtime import measure_latency
 from cee_bench.classification.trace import compute_trace
+from cee_bench.method import get_method
+from cee_bench.progress import Progress
 from cee_bench.training import FitContext
 
 

@@ -25,14 +25,14 @@ from typing import Any, Sequence
 from cee_bench.classification.curve import choose_operating_points, per_layer_scores, sweep
 from cee_bench.classification.data import Encoded, encode, load_splits
 from cee_bench.classification.exits import Never
-from cee_bench.method import get_method
 from cee_bench.classification.multiexit import MultiExitModel, load_backbone
-from cee_bench.progress import Progress
-from cee_bench.runner import EVAL_BATCH_SIZE, RunOptions, build_model, resolve_stages
+from cee_bench.classification.recipe import EVAL_BATCH_SIZE, RunOptions, build_model, resolve_stages
 from cee_bench.classification.runtime import measure_latency
 from cee_bench.classification.sharing import train_method
-from cee_bench.tasks import get_task
 from cee_bench.classification.trace import compute_trace
+from cee_bench.method import get_method
+from cee_bench.progress import Progress
+from cee_bench.tasks import get_task
 
 SEED = 42
 DATA_DIR = Path("../shared/data/glue")

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from cee_bench.runner import RunOptions, run
+from cee_bench.classification.recipe import RunOptions, run
 from cee_bench.classification.store import read_entry, store_root
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -36,12 +36,12 @@ import torch
 from cee_bench import bench
 from cee_bench.classification import curve
 from cee_bench.classification.exits import ExitRule, simulate
-from cee_bench.method import Method, get_method, method_names
 from cee_bench.classification.multiexit import MultiExitModel
-from cee_bench.runner import build_model
+from cee_bench.classification.recipe import build_model
 from cee_bench.classification.runtime import early_exit
-from cee_bench.tasks import get_task
 from cee_bench.classification.trace import Trace, compute_trace
+from cee_bench.method import Method, get_method, method_names
+from cee_bench.tasks import get_task
 
 Batch = dict[str, torch.Tensor]
 

@@ -100,7 +100,7 @@ def run(
 def _checked(values: dict, given: set[str]) -> dict:
     """The seeds and the task of one run, checked (both --seed and --seeds is an error), and no option `given` that
     the task's kind does not read."""
-    from cee_bench.runner import parse_seeds
+    from cee_bench.classification.recipe import parse_seeds
     from cee_bench.tasks import get_task
 
     task = values["task"]
@@ -120,7 +120,7 @@ def _checked(values: dict, given: set[str]) -> dict:
 
 def _run_one(values: dict, check_only: bool = False) -> list[Path]:
     """One run of the plan, either kind; with `check_only`, only the checks that need no data or model."""
-    from cee_bench.runner import RunOptions, check_options, parse_grid, run
+    from cee_bench.classification.recipe import RunOptions, check_options, parse_grid, run
 
     grid = parse_grid(values["grid"]) if values["grid"] is not None else None
     options = RunOptions(task=values["task"], methods=values["methods"], model=values["model"],
@@ -240,8 +240,8 @@ def list_() -> None:
     console.print(gen_presets)
 
 
-from cee_bench.classification.analysis import analyze_app  # noqa: E402  (torch is imported inside its commands)
 from cee_bench.bench import bench_command  # noqa: E402  (typer and rich only: --help stays instant)
+from cee_bench.classification.analysis import analyze_app  # noqa: E402  (torch is imported inside its commands)
 
 app.command("bench")(bench_command)
 app.add_typer(analyze_app, name="analyze")

@@ -17,10 +17,10 @@ import torch
 
 from cee_bench.classification import consistentee as cee
 from cee_bench.classification.data import Encoded
+from cee_bench.classification.recipe import RunOptions, resolve_stages
+from cee_bench.classification.sharing import base_identity, recipe_key, train_method
 from cee_bench.method import get_method
 from cee_bench.progress import Progress
-from cee_bench.classification.sharing import base_identity, recipe_key, train_method
-from cee_bench.runner import RunOptions, resolve_stages
 from cee_bench.tasks import get_task
 
 TASK = get_task("sst2")

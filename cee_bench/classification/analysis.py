@@ -49,8 +49,8 @@ def _inputs(task_name: str, output_dir: Path, data_dir: Path | None, model: str 
     """(options, task, encoder, encoded train/held-out data, ConsistentEE's stages, progress): what `cee-bench run`
     would train ConsistentEE on with the same flags."""
     from cee_bench.classification.consistentee import METHOD
+    from cee_bench.classification.recipe import RunOptions, SetUp
     from cee_bench.progress import Progress
-    from cee_bench.runner import RunOptions, SetUp
 
     opts = RunOptions(task=task_name, methods=METHOD.name, model=model, data_dir=data_dir, preset=preset, seed=seed,
                       pooling=pooling, epochs=epochs, max_train_samples=max_train, max_seq_length=max_len,
@@ -64,7 +64,7 @@ def _inputs(task_name: str, output_dir: Path, data_dir: Path | None, model: str 
 def build_context(*args: Any):
     """(FitContext around a fresh ConsistentEE model, task): the same data, heads and stages `cee-bench run` uses."""
     from cee_bench.classification.consistentee import METHOD
-    from cee_bench.runner import EVAL_BATCH_SIZE, build_model
+    from cee_bench.classification.recipe import EVAL_BATCH_SIZE, build_model
     from cee_bench.training import FitContext
 
     opts, task, encoder, data, stages, progress = _inputs(*args)
@@ -202,8 +202,8 @@ def layers(task: str = TASK, output_dir: Path = OUTPUT_DIR, data_dir: Optional[P
     are `cee-bench run`'s (the step-1 model and the α model, from the model store of `--output-dir` when there,
     trained and stored otherwise)."""
     from cee_bench.classification.consistentee import METHOD, check_alpha, exit_layers
+    from cee_bench.classification.recipe import EVAL_BATCH_SIZE
     from cee_bench.classification.sharing import train_method
-    from cee_bench.runner import EVAL_BATCH_SIZE
     from cee_bench.classification.store import load_model, store_root
 
     if alpha is not None:

@@ -32,16 +32,16 @@ import torch
 
 from cee_bench import distributed
 from cee_bench.classification.data import Encoded
-from cee_bench.method import Method, get_method
 from cee_bench.classification.multiexit import MultiExitModel
+from cee_bench.classification.store import SINGLE, drop_entry, load_weights, read_entry, save_entry, store_root
+from cee_bench.method import Method, get_method
 from cee_bench.progress import Progress
 from cee_bench.results import jsonable, result_path
-from cee_bench.classification.store import SINGLE, drop_entry, load_weights, read_entry, save_entry, store_root
 from cee_bench.tasks import Task
 from cee_bench.training import Checkpoints, FitContext, Stage
 
 if TYPE_CHECKING:
-    from cee_bench.runner import RunOptions
+    from cee_bench.classification.recipe import RunOptions
 
 RECIPE_VERSION = 1  # bump when a change to the training code changes what a recipe trains
 
@@ -192,7 +192,7 @@ class Harness:
         return key, canonical(info)
 
     def run(self) -> Trained:
-        from cee_bench.runner import build_model, resolve_stages
+        from cee_bench.classification.recipe import build_model, resolve_stages
 
         method, opts = self.method, self.opts
         model = build_model(method, self.encoder, self.task, opts.pooling, opts.seed)

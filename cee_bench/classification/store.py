@@ -18,8 +18,8 @@ from typing import Any
 
 from torch import nn
 
-from cee_bench.errors import UserError
 from cee_bench.classification.multiexit import MultiExitModel
+from cee_bench.errors import UserError
 from cee_bench.results import atomic_write, write_json
 
 CONFIG = "config.json"
@@ -80,8 +80,8 @@ def load_model(folder: Path) -> MultiExitModel:
     """The stored model of entry `folder`, rebuilt from its config (no pretrained download) in eval mode."""
     from transformers import AutoConfig, AutoModel
 
+    from cee_bench.classification.recipe import build_model
     from cee_bench.method import get_method
-    from cee_bench.runner import build_model
     from cee_bench.tasks import get_task
 
     folder = Path(folder)

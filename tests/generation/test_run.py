@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from cee_bench.classification.recipe import RunOptions, run
 from cee_bench.errors import UserError
 from cee_bench.generation.recipe import GENERATION_METHODS, GENERATION_TASKS
-from cee_bench.runner import RunOptions, run
-from cee_bench.tasks import get_task
 from cee_bench.generation.tasks import load_examples
+from cee_bench.tasks import get_task
 
 WORDS = "the a cat dog sat ran on mat park today news said police man woman city summary of it was".split()
 
@@ -191,10 +191,11 @@ def test_grid_is_the_one_methods_grid_and_alpha_for_consistentee(tmp_path):
 
 
 def test_generation_stages_go_through_the_training_loop_with_progress(monkeypatch):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
     import cee_bench.training as training
     from cee_bench.generation.model import ExitAdapters, MultiExitLM, every_layer
     from cee_bench.generation.training import TrainingStates, train_exits_weighted
-    from transformers import LlamaConfig, LlamaForCausalLM
 
     calls = []
     original = training.run_stage

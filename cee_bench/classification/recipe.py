@@ -23,24 +23,24 @@ import numpy as np
 import torch
 
 from cee_bench import distributed
-from cee_bench.classification.curve import (LTT_POINT, choose_ltt_point, choose_operating_points, evaluate_rule, per_layer_scores,
-                             rule_predictions, sweep)
+from cee_bench.classification.curve import (LTT_POINT, choose_ltt_point, choose_operating_points, evaluate_rule,
+                                            per_layer_scores, rule_predictions, sweep)
 from cee_bench.classification.data import Encoded, encode, load_splits
+from cee_bench.classification.exits import ExitRule, Never
+from cee_bench.classification.multiexit import POOLINGS, MultiExitModel, load_backbone, resolve_model
+from cee_bench.classification.runtime import measure_latency, predict
+from cee_bench.classification.sharing import train_method
+from cee_bench.classification.trace import Trace, compute_trace
 from cee_bench.errors import UserError
 from cee_bench.method import Method, get_method, parse_methods
 from cee_bench.presets import PRESET_LIMITS, PRESETS, generation_preset
-from cee_bench.classification.exits import ExitRule, Never
-from cee_bench.classification.multiexit import POOLINGS, MultiExitModel, load_backbone, resolve_model
 from cee_bench.progress import Progress
-from cee_bench.resume import reusable
 from cee_bench.provenance import data_provenance, model_provenance, provenance
 from cee_bench.results import environment, result_path, save_result
-from cee_bench.classification.runtime import measure_latency, predict
-from cee_bench.classification.sharing import train_method
+from cee_bench.resume import reusable
 from cee_bench.tasks import Task, get_task
-from cee_bench.classification.trace import Trace, compute_trace
-from cee_bench.validation import check_at_most, check_folder, check_numbers, check_output_folder
 from cee_bench.training import Stage
+from cee_bench.validation import check_at_most, check_folder, check_numbers, check_output_folder
 
 EVAL_BATCH_SIZE = 32
 DEFAULT_POOLING = "mean"
