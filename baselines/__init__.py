@@ -1,1 +1,1 @@
-"""The baseline early-exit methods, one module each, registered in `cee_bench.method.METHOD_MODULES`."""
+"""The baseline early-exit methods, one module each, registered in `cee_bench.registry.METHOD_MODULES`."""

@@ -25,9 +25,10 @@ import torch
 from torch import nn
 
 from cee_bench.classification.exits import ExitRule, ScoreBelow
-from cee_bench.method import CPU_STAGE, SMOKE_STAGE, Method
+from cee_bench.classification.fit import FitContext, per_layer_ce
+from cee_bench.classification.method import CPU_STAGE, SMOKE_STAGE, Method
 from cee_bench.classification.multiexit import MultiExitModel
-from cee_bench.training import FitContext, Stage, per_layer_ce
+from cee_bench.training import Stage
 
 TAU_GRID = tuple(round(0.05 * k, 2) for k in range(21))
 

@@ -31,10 +31,11 @@ import torch
 from torch import nn
 
 from cee_bench.classification.exits import EntropyBelow, ExitRule
+from cee_bench.classification.fit import FitContext, per_layer_ce
 from cee_bench.classification.frozen import frozen_states, train_on_states
-from cee_bench.method import CPU_STAGE, SMOKE_STAGE, Method
+from cee_bench.classification.method import CPU_STAGE, SMOKE_STAGE, Method
 from cee_bench.classification.multiexit import MultiExitModel
-from cee_bench.training import FitContext, Stage, per_layer_ce
+from cee_bench.training import Stage
 
 PAPER_STAGE = Stage(epochs=3, batch_size=8, lr=2e-5)  # both stages, scripts/train_highway.sh
 ENTROPY_GRID = (0.0, 0.001, 0.005, 0.01, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)

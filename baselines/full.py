@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from cee_bench.classification.exits import ExitRule, Never
-from cee_bench.method import CPU_STAGE, SMOKE_STAGE, Method
+from cee_bench.classification.fit import FitContext, per_layer_ce
+from cee_bench.classification.method import CPU_STAGE, SMOKE_STAGE, Method
 from cee_bench.classification.multiexit import MultiExitModel
-from cee_bench.training import FitContext, Stage, per_layer_ce
+from cee_bench.training import Stage
 
 
 class FullModel(Method):

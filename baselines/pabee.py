@@ -15,9 +15,10 @@ from typing import Any, Sequence
 import torch
 
 from cee_bench.classification.exits import ExitRule, Patience
-from cee_bench.method import CPU_STAGE, SMOKE_STAGE, Method
+from cee_bench.classification.fit import FitContext, weighted_ce
+from cee_bench.classification.method import CPU_STAGE, SMOKE_STAGE, Method
 from cee_bench.classification.multiexit import MultiExitModel
-from cee_bench.training import FitContext, Stage, weighted_ce
+from cee_bench.training import Stage
 
 
 class Pabee(Method):

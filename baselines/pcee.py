@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 from baselines.pabee import Pabee
 from cee_bench.classification.exits import ConsecutiveConfident, ExitRule
-from cee_bench.method import CPU_STAGE, SMOKE_STAGE, Method
+from cee_bench.classification.method import CPU_STAGE, SMOKE_STAGE, Method
 from cee_bench.classification.multiexit import MultiExitModel
 from cee_bench.training import Stage
 

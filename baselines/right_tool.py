@@ -29,10 +29,11 @@ from torch import nn
 
 from cee_bench.classification.calibration import ECE_BINS, Temperatures, calibration_report, fit_temperatures
 from cee_bench.classification.exits import ExitRule, MaxProbAtLeast
-from cee_bench.method import CPU_STAGE, SMOKE_STAGE, Method
+from cee_bench.classification.fit import FitContext, per_layer_ce
+from cee_bench.classification.method import CPU_STAGE, SMOKE_STAGE, Method
 from cee_bench.classification.multiexit import MultiExitModel
 from cee_bench.classification.trace import compute_trace
-from cee_bench.training import FitContext, Stage, per_layer_ce
+from cee_bench.training import Stage
 
 CONFIDENCE_GRID = (1.0, 0.999, 0.995, 0.99, 0.98, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55, 0.5)
 

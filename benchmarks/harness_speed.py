@@ -19,12 +19,15 @@ import torch
 
 from cee_bench.classification.curve import choose_operating_points, evaluate_rule, per_layer_scores, sweep
 from cee_bench.classification.exits import EntropyBelow
-from cee_bench.classification.recipe import RunOptions, SetUp, build_model
+from cee_bench.classification.fit import FitContext
+from cee_bench.classification.method import build_model
+from cee_bench.classification.recipe import ClassificationRecipe
 from cee_bench.classification.runtime import measure_latency
 from cee_bench.classification.trace import compute_trace
-from cee_bench.method import get_method
+from cee_bench.options import RunOptions
 from cee_bench.progress import Progress
-from cee_bench.training import FitContext
+from cee_bench.registry import get_method
+from cee_bench.runner import check_options
 
 
 def main() -> None:
@@ -39,12 +42,12 @@ def main() -> None:
     method = get_method("pabee")
     opts = RunOptions(task=args.task, methods="pabee", epochs=args.epochs, data_dir=args.data_dir,
                       max_train_samples=args.max_train_samples, max_seq_length=128, device="cpu")
-    opts.validate()
-    setup = SetUp(opts, Progress(), [method])
-    task, data = setup.task, setup.data
-    model = build_model(method, setup.encoder, task, "mean", 42)
-    method.fit(FitContext(model, data["train"], data["heldout"], setup.stages[method.name], seed=42, device="cpu",
-                          progress=setup.progress, eval_batch_size=32))
+    check_options(opts)
+    recipe = ClassificationRecipe(opts, Progress(), [method])
+    task, data = recipe.task, recipe.data
+    model = build_model(method, recipe.encoder, task, "mean", 42)
+    method.fit(FitContext(model, data["train"], data["heldout"], recipe.stages[method.name], seed=42, device="cpu",
+                          progress=recipe.progress, eval_batch_size=32))
     model.eval()
 
     # (a) one plain evaluation pass vs trace + 20-threshold sweep

@@ -25,13 +25,15 @@ from typing import Any, Sequence
 from cee_bench.classification.curve import choose_operating_points, per_layer_scores, sweep
 from cee_bench.classification.data import Encoded, encode, load_splits
 from cee_bench.classification.exits import Never
+from cee_bench.classification.method import build_model, resolve_stages
 from cee_bench.classification.multiexit import MultiExitModel, load_backbone
-from cee_bench.classification.recipe import EVAL_BATCH_SIZE, RunOptions, build_model, resolve_stages
+from cee_bench.classification.recipe import EVAL_BATCH_SIZE
 from cee_bench.classification.runtime import measure_latency
-from cee_bench.classification.sharing import train_method
+from cee_bench.classification.sharing import MethodTrainer
 from cee_bench.classification.trace import compute_trace
-from cee_bench.method import get_method
+from cee_bench.options import RunOptions
 from cee_bench.progress import Progress
+from cee_bench.registry import get_method
 from cee_bench.tasks import get_task
 
 SEED = 42
@@ -71,14 +73,14 @@ def throughput(task: str = "mrpc", data_dir: Path = DATA_DIR, *, examples: int =
 
 def _trained(name: str, task: str, encoder: Any, data: dict[str, Encoded], models: Path | None,
              preset: str) -> MultiExitModel:
-    """`name` trained by the harness with `preset`'s stages (`cee_bench.classification.sharing`), from the model store of `models`
-    when it holds the same recipe (e.g. `runs/demo` after `make demo`), and stored there."""
+    """`name` trained with `preset`'s stages (`cee_bench.classification.sharing`), from the model store of `models`
+    when it holds the same training (e.g. `runs/demo` after `make demo`), and stored there."""
     opts = RunOptions(task=task, methods=name, preset=preset, seed=SEED, device="cpu", quiet=True,
                       output_dir=models if models is not None else Path(tempfile.mkdtemp(prefix="cee-bucketing-")))
     opts.validate()
     method = get_method(name)
-    trained = train_method(method, get_task(task), encoder, data, resolve_stages(method, opts), opts,
-                           Progress.quiet(), EVAL_BATCH_SIZE)
+    trained = MethodTrainer(method, get_task(task), encoder, data, resolve_stages(method, opts), opts,
+                            Progress.quiet(), EVAL_BATCH_SIZE).run()
     return trained.model.eval()
 
 

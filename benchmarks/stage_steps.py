@@ -24,13 +24,15 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from cee_bench.classification.data import encode, load_splits
+from cee_bench.classification.fit import FitContext
+from cee_bench.classification.method import build_model, resolve_stages
 from cee_bench.classification.multiexit import load_backbone
-from cee_bench.classification.recipe import EVAL_BATCH_SIZE, RunOptions, build_model, resolve_stages
+from cee_bench.classification.recipe import EVAL_BATCH_SIZE
 from cee_bench.classification.trace import compute_trace
-from cee_bench.method import get_method
+from cee_bench.options import RunOptions
 from cee_bench.progress import Progress
+from cee_bench.registry import get_method
 from cee_bench.tasks import get_task
-from cee_bench.training import FitContext
 
 METHODS = ("full", "pabee", "deebert", "berxit", "right-tool", "pcee-bert", "consistentee")
 SEED = 42

@@ -13,7 +13,7 @@ What is timed, and against which reference:
   decoder with no exits, through the same code path; skipped where the generation track is not installed.
 
 The heads are untrained, so each method's operating point is fixed without training: the model is built by
-`runner.build_model` from a fixed seed (the method's own heads and extras at their defaults), the exit classifiers are
+`classification.method.build_model` from a fixed seed (the method's own heads and extras at their defaults), the exit classifiers are
 redrawn from the same seed with a wider spread (`HEAD_STD`: default-initialised heads are so unsure that entropy rules
 never exit), its trace over the fixed
 inputs is replayed over the method's own grid, and the grid value whose mean exit layer is nearest the middle layer is
@@ -36,11 +36,11 @@ import torch
 from cee_bench import bench
 from cee_bench.classification import curve
 from cee_bench.classification.exits import ExitRule, simulate
+from cee_bench.classification.method import Method, build_model
 from cee_bench.classification.multiexit import MultiExitModel
-from cee_bench.classification.recipe import build_model
 from cee_bench.classification.runtime import early_exit
 from cee_bench.classification.trace import Trace, compute_trace
-from cee_bench.method import Method, get_method, method_names
+from cee_bench.registry import get_method, method_names
 from cee_bench.tasks import get_task
 
 Batch = dict[str, torch.Tensor]

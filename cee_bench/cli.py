@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.console import Console
@@ -18,6 +18,9 @@ from rich.console import Console
 from cee_bench.errors import UserError
 from cee_bench.interrupt import Interrupted, signals_raise
 from cee_bench.validation import check_folder, flag
+
+if TYPE_CHECKING:
+    from cee_bench.options import RunOptions
 
 app = typer.Typer(add_completion=False,
                   help="Train and measure early-exit methods (ConsistentEE and its baselines) under one harness.")
@@ -77,6 +80,7 @@ def run(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars (CI logs)."),
 ) -> None:
     """Train and evaluate methods on one task; one JSON record per (task, method, seed)."""
+    from cee_bench import runner
     from cee_bench.distributed import is_main
     from cee_bench.run_config import option_types, plan_runs
 
@@ -90,9 +94,10 @@ def run(
     defaults = {p.name: p.default for p in ctx.command.params}
     runs = [_checked(values, given | {n for n in values if n in defaults and values[n] != defaults[n]})
             for values in planned]
-    for values in runs:  # every run is checked before the first one starts
-        _run_one(values, check_only=True)
-    paths = [path for values in runs for path in _run_one(values)]
+    options = [_options(values) for values in runs]
+    for opts in options:  # every run is checked before the first one starts
+        runner.check_options(opts)
+    paths = [path for opts in options for path in runner.run(opts)]
     if is_main():
         console.print(f"{len(paths)} result file(s) under {', '.join(sorted({str(v['output_dir']) for v in runs}))}")
 
@@ -100,7 +105,7 @@ def run(
 def _checked(values: dict, given: set[str]) -> dict:
     """The seeds and the task of one run, checked (both --seed and --seeds is an error), and no option `given` that
     the task's kind does not read."""
-    from cee_bench.classification.recipe import parse_seeds
+    from cee_bench.options import parse_seeds
     from cee_bench.tasks import get_task
 
     task = values["task"]
@@ -118,25 +123,21 @@ def _checked(values: dict, given: set[str]) -> dict:
     return values
 
 
-def _run_one(values: dict, check_only: bool = False) -> list[Path]:
-    """One run of the plan, either kind; with `check_only`, only the checks that need no data or model."""
-    from cee_bench.classification.recipe import RunOptions, check_options, parse_grid, run
+def _options(values: dict) -> RunOptions:
+    """One run of the plan, either kind, as the library's options."""
+    from cee_bench.options import RunOptions, parse_grid
 
     grid = parse_grid(values["grid"]) if values["grid"] is not None else None
-    options = RunOptions(task=values["task"], methods=values["methods"], model=values["model"],
-                         revision=values["revision"], data_dir=values["data_dir"], output_dir=values["output_dir"],
-                         preset=values["preset"], seed=values["seed_list"][0], seeds=values["seed_list"],
-                         device=values["device"], force=values["force"], quiet=values["quiet"],
-                         pooling=values["pooling"], trust_remote_code=values["trust_remote_code"],
-                         epochs=values["epochs"], batch_size=values["batch_size"], lr=values["lr"],
-                         max_seq_length=values["max_seq_length"], max_train_samples=values["max_train_samples"],
-                         max_eval_samples=values["max_eval_samples"], latency_examples=values["latency_examples"],
-                         grid=grid, grids=values["grids"], delta=values["delta"], epsilon=values["epsilon"],
-                         greedy=values["greedy"], retrain=values["retrain"])
-    if check_only:
-        check_options(options)
-        return []
-    return run(options)
+    return RunOptions(task=values["task"], methods=values["methods"], model=values["model"],
+                      revision=values["revision"], data_dir=values["data_dir"], output_dir=values["output_dir"],
+                      preset=values["preset"], seed=values["seed_list"][0], seeds=values["seed_list"],
+                      device=values["device"], force=values["force"], quiet=values["quiet"],
+                      pooling=values["pooling"], trust_remote_code=values["trust_remote_code"],
+                      epochs=values["epochs"], batch_size=values["batch_size"], lr=values["lr"],
+                      max_seq_length=values["max_seq_length"], max_train_samples=values["max_train_samples"],
+                      max_eval_samples=values["max_eval_samples"], latency_examples=values["latency_examples"],
+                      grid=grid, grids=values["grids"], delta=values["delta"], epsilon=values["epsilon"],
+                      greedy=values["greedy"], retrain=values["retrain"])
 
 
 @app.command()
@@ -190,8 +191,8 @@ def list_() -> None:
     """Show the tasks, methods and presets of both kinds, with their defaults."""
     from rich.table import Table
 
-    from cee_bench.method import get_method, method_names
     from cee_bench.presets import GENERATION_PRESETS, PRESET_COSTS, PRESET_LIMITS, PRESETS
+    from cee_bench.registry import get_method, method_names
     from cee_bench.tasks import TASKS
 
     tasks = Table(title="Tasks")

@@ -287,7 +287,7 @@ def _add_intervals(row: dict[str, Any], points: list[tuple[dict, dict]], boot: P
 
 
 def _method_order() -> dict[str, int]:
-    from cee_bench.method import method_names
+    from cee_bench.registry import method_names
 
     return {name: i for i, name in enumerate(method_names())}  # the full model first, then registry order
 

@@ -13,14 +13,15 @@ import torch
 from cee_bench.classification.data import Encoded
 from cee_bench.classification.exits import (ConsecutiveConfident, EntropyBelow, MaxProbAtLeast, ScoreBelow, entropy,
                                             simulate)
+from cee_bench.classification.fit import FitContext
+from cee_bench.classification.method import build_model
 from cee_bench.classification.multiexit import MultiExitModel
-from cee_bench.classification.recipe import build_model
 from cee_bench.classification.runtime import predict
 from cee_bench.classification.trace import compute_trace
 from cee_bench.errors import UserError
-from cee_bench.method import METHOD_MODULES, get_method
 from cee_bench.progress import Progress
-from cee_bench.training import FitContext, Stage
+from cee_bench.registry import METHOD_MODULES, get_method
+from cee_bench.training import Stage
 
 LAYERS = 3
 METHODS = ("deebert", "berxit", "right-tool", "pcee-bert")

@@ -10,14 +10,15 @@ import torch
 
 from cee_bench.classification import consistentee as cee
 from cee_bench.classification.data import Encoded
-from cee_bench.errors import UserError
 from cee_bench.classification.exits import simulate
-from cee_bench.method import get_method
+from cee_bench.classification.fit import FitContext
 from cee_bench.classification.multiexit import MultiExitModel
-from cee_bench.progress import Progress
 from cee_bench.classification.runtime import predict
 from cee_bench.classification.trace import compute_trace
-from cee_bench.training import FitContext, Stage
+from cee_bench.errors import UserError
+from cee_bench.progress import Progress
+from cee_bench.registry import get_method
+from cee_bench.training import Stage
 
 L = 3
 

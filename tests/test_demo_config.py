@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_demo_config_is_valid_and_the_makefile_runs_it() -> None:
     from cee_bench import cli as cli_module
     from cee_bench.run_config import option_types, plan_runs
+    from cee_bench.runner import check_options
 
     command = typer.main.get_command(cli_module.app).commands["run"]
     params = {p.name: p.default for p in command.params}
@@ -19,5 +20,5 @@ def test_demo_config_is_valid_and_the_makefile_runs_it() -> None:
     assert values["task"] == "sst2" and values["preset"] == "cpu"
     assert set(values["methods"].split(",")) == {"full", "pabee", "deebert", "berxit", "right-tool", "pcee-bert",
                                                  "consistentee"}
-    cli_module._run_one(cli_module._checked(values, set()), check_only=True)
+    check_options(cli_module._options(cli_module._checked(values, set())))
     assert "--config configs/demo.yaml" in (ROOT / "Makefile").read_text()

@@ -88,7 +88,7 @@ def test_dev_decisions_of_the_stored_two_process_models_equal_the_record(runs) -
     from cee_bench.classification.multiexit import load_backbone
     from cee_bench.classification.store import SINGLE, load_model, variant_name
     from cee_bench.classification.trace import compute_trace
-    from cee_bench.method import get_method
+    from cee_bench.registry import get_method
     from cee_bench.tasks import get_task
 
     folder, _ = runs[2]
@@ -161,9 +161,9 @@ def test_a_global_batch_that_does_not_divide_over_the_processes_is_refused(monke
 def test_the_store_gives_back_every_entry_it_saved(tiny_encoder, tmp_path) -> None:
     import torch
 
-    from cee_bench.classification.recipe import build_model
+    from cee_bench.classification.method import build_model
     from cee_bench.classification.store import drop_entry, load_model, save_entry, store_root
-    from cee_bench.method import get_method
+    from cee_bench.registry import get_method
     from cee_bench.tasks import get_task
 
     method, task = get_method("consistentee"), get_task("rte")

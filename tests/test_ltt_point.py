@@ -9,7 +9,7 @@ from scipy.stats import binom
 
 from cee_bench.classification.curve import choose_ltt_point
 from cee_bench.ltt import binomial_p_value, learn_then_test
-from cee_bench.method import get_method
+from cee_bench.registry import get_method
 
 N = 1000
 FULL = np.zeros(N, dtype=int)

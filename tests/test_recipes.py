@@ -17,10 +17,11 @@ import torch
 
 from cee_bench.classification import consistentee as cee
 from cee_bench.classification.data import Encoded
-from cee_bench.classification.recipe import RunOptions, resolve_stages
-from cee_bench.classification.sharing import base_identity, recipe_key, train_method
-from cee_bench.method import get_method
+from cee_bench.classification.method import resolve_stages
+from cee_bench.classification.sharing import MethodTrainer, base_identity, training_key
+from cee_bench.options import RunOptions
 from cee_bench.progress import Progress
+from cee_bench.registry import get_method
 from cee_bench.tasks import get_task
 
 TASK = get_task("sst2")
@@ -51,8 +52,8 @@ def stages_of(name: str, opts: RunOptions, **policy) -> dict:
 
 
 def train(name: str, encoder, opts: RunOptions, data: dict | None = None, **policy):
-    return train_method(get_method(name), TASK, encoder, data or DATA, stages_of(name, opts, **policy), opts,
-                        Progress.quiet(), 16)
+    return MethodTrainer(get_method(name), TASK, encoder, data or DATA, stages_of(name, opts, **policy), opts,
+                         Progress.quiet(), 16).run()
 
 
 def weights(model) -> dict[str, torch.Tensor]:
@@ -165,7 +166,7 @@ def test_a_kill_during_consistentees_second_round_resumes_at_that_round(tiny_enc
 def test_every_part_of_a_recipe_changes_its_key(tiny_encoder, change) -> None:
     def key(seed=42, pooling="cls", data=DATA, lr=1e-4, encoder=tiny_encoder) -> str:
         base = base_identity(TASK, encoder, data, pooling=pooling, seed=seed, eval_batch_size=16)
-        return recipe_key({**base, "recipe": "full", "parents": [], "stages": {"train": {"lr": lr}}})
+        return training_key({**base, "recipe": "full", "parents": [], "stages": {"train": {"lr": lr}}})
 
     other = {"seed": {"seed": 43}, "pooling": {"pooling": "mean"}, "data": {"data": {**DATA, "train": rows(32, 9)}},
              "stage": {"lr": 2e-4}}

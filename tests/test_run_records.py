@@ -117,6 +117,7 @@ def test_reference_config_is_valid_and_runs_shrunk(tmp_path, glue, cli) -> None:
     """Every run of configs/reference.yaml passes the checks; one of them runs with smoke overrides."""
     from cee_bench import cli as cli_module
     from cee_bench.run_config import option_types, plan_runs
+    from cee_bench.runner import check_options
 
     command = typer.main.get_command(cli_module.app).commands["run"]
     params = {p.name: p.default for p in command.params}
@@ -125,7 +126,7 @@ def test_reference_config_is_valid_and_runs_shrunk(tmp_path, glue, cli) -> None:
     for values in planned:
         checked = cli_module._checked(values, set())
         assert checked["seed_list"] == [42, 43, 44]
-        cli_module._run_one(checked, check_only=True)
+        check_options(cli_module._options(checked))
     out = tmp_path / "out"
     code, _, err = cli("run", "--config", str(ROOT / "configs" / "reference.yaml"), "--task", "sst2",
                        "--methods", "full", "--seeds", "5", "--data-dir", str(glue), "--output-dir", str(out), *TINY)

@@ -49,23 +49,26 @@ def _inputs(task_name: str, output_dir: Path, data_dir: Path | None, model: str 
     """(options, task, encoder, encoded train/held-out data, ConsistentEE's stages, progress): what `cee-bench run`
     would train ConsistentEE on with the same flags."""
     from cee_bench.classification.consistentee import METHOD
-    from cee_bench.classification.recipe import RunOptions, SetUp
+    from cee_bench.classification.recipe import ClassificationRecipe
+    from cee_bench.options import RunOptions
     from cee_bench.progress import Progress
 
     opts = RunOptions(task=task_name, methods=METHOD.name, model=model, data_dir=data_dir, preset=preset, seed=seed,
                       pooling=pooling, epochs=epochs, max_train_samples=max_train, max_seq_length=max_len,
                       quiet=quiet, output_dir=output_dir)
     opts.validate()
+    ClassificationRecipe.check(opts)
     analysis_dir(output_dir, opts.task.lower())
-    setup = SetUp(opts, Progress(quiet=quiet), [METHOD])
-    return opts, setup.task, setup.encoder, setup.data, setup.stages[METHOD.name], setup.progress
+    recipe = ClassificationRecipe(opts, Progress(quiet=quiet), [METHOD])
+    return opts, recipe.task, recipe.encoder, recipe.data, recipe.stages[METHOD.name], recipe.progress
 
 
 def build_context(*args: Any):
     """(FitContext around a fresh ConsistentEE model, task): the same data, heads and stages `cee-bench run` uses."""
     from cee_bench.classification.consistentee import METHOD
-    from cee_bench.classification.recipe import EVAL_BATCH_SIZE, build_model
-    from cee_bench.training import FitContext
+    from cee_bench.classification.fit import FitContext
+    from cee_bench.classification.method import build_model
+    from cee_bench.classification.recipe import EVAL_BATCH_SIZE
 
     opts, task, encoder, data, stages, progress = _inputs(*args)
     net = build_model(METHOD, encoder, task, opts.pooling, opts.seed)
@@ -131,7 +134,7 @@ def hardness(task: str = TASK, output_dir: Path = OUTPUT_DIR, data_dir: Optional
     import torch
 
     from cee_bench.classification.consistentee import memorized_layer, train_init
-    from cee_bench.training import per_layer_ce
+    from cee_bench.classification.fit import per_layer_ce
 
     ctx, task_ = build_context(task, output_dir, data_dir, model, preset, epochs, max_train_samples, max_seq_length,
                                pooling, seed, quiet)
@@ -179,7 +182,7 @@ def per_layer_figures(logits: torch.Tensor, labels: torch.Tensor, exits: torch.T
     instances whose 0-based exit layer it is (the ConsistentEE view; NaN where none exits)."""
     import torch
 
-    from cee_bench.training import per_layer_ce
+    from cee_bench.classification.fit import per_layer_ce
 
     ce, correct = per_layer_ce(logits, labels), (logits.argmax(-1) == labels.unsqueeze(1)).float()
     losses, accuracies = [], []
@@ -203,7 +206,7 @@ def layers(task: str = TASK, output_dir: Path = OUTPUT_DIR, data_dir: Optional[P
     trained and stored otherwise)."""
     from cee_bench.classification.consistentee import METHOD, check_alpha, exit_layers
     from cee_bench.classification.recipe import EVAL_BATCH_SIZE
-    from cee_bench.classification.sharing import train_method
+    from cee_bench.classification.sharing import MethodTrainer
     from cee_bench.classification.store import load_model, store_root
 
     if alpha is not None:
@@ -213,8 +216,8 @@ def layers(task: str = TASK, output_dir: Path = OUTPUT_DIR, data_dir: Optional[P
     grid = stages["policy"].alphas
     alpha = grid[len(grid) // 2] if alpha is None else alpha
     labels = data["train"].labels
-    trained = train_method(METHOD, task_, encoder, data, METHOD.with_grid(stages, [alpha]), opts, progress,
-                           EVAL_BATCH_SIZE)
+    trained = MethodTrainer(METHOD, task_, encoder, data, METHOD.with_grid(stages, [alpha]), opts, progress,
+                            EVAL_BATCH_SIZE).run()
     step1 = load_model(store_root(output_dir, task_.name) / trained.stage_keys["init"])
     weighted = per_layer_figures(_train_trace(step1, data["train"])["logits"], labels, None)
     rounds = trained.log["rounds"][f"{float(alpha):g}"]

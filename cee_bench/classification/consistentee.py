@@ -50,15 +50,16 @@ import torch
 from torch import nn
 
 from cee_bench.classification.data import Encoded
-from cee_bench.distributed import from_main
-from cee_bench.errors import UserError
 from cee_bench.classification.exits import ExitRule, ScoreAbove, simulate
+from cee_bench.classification.fit import FitContext, per_layer_ce, weighted_ce
 from cee_bench.classification.frozen import frozen_states, train_on_states
-from cee_bench.method import CPU_STAGE, SMOKE_STAGE, Method
+from cee_bench.classification.method import CPU_STAGE, SMOKE_STAGE, Method
 from cee_bench.classification.metrics import METRICS
 from cee_bench.classification.multiexit import MultiExitModel
 from cee_bench.classification.trace import compute_trace
-from cee_bench.training import FitContext, Stage, per_layer_ce, weighted_ce
+from cee_bench.distributed import from_main
+from cee_bench.errors import UserError
+from cee_bench.training import Stage
 
 POLICY_HIDDEN = 32
 EXIT_THRESHOLD = 0.5

@@ -16,8 +16,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from cee_bench.classification.data import Encoded
+from cee_bench.classification.fit import FitContext
 from cee_bench.classification.multiexit import MultiExitModel
-from cee_bench.training import Batch, FitContext
+from cee_bench.training import Batch
 
 Extract = Callable[[dict[str, torch.Tensor], Batch], dict[str, torch.Tensor]]
 

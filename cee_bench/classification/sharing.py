@@ -1,23 +1,24 @@
-"""One training per distinct recipe: the harness that trains a method's stages, shares them across methods and keeps
-them in the model store (`cee_bench.classification.store`).
+"""One training per distinct training key: `MethodTrainer` trains a method's stages, shares them across methods and
+keeps them in the model store (`cee_bench.classification.store`).
 
-A recipe is what decides a set of trained weights: the method whose heads and loss train them, the stage settings,
-the stages before it (`parents`), the backbone's weights, the training and held-out rows (as tokenised), pooling
-and seed. Its key is a hash of that identity as canonical JSON (`recipe_key`), so two methods whose stages are the
-same recipe (DeeBERT's stage 1 is `full`'s training, PCEE-BERT's and ConsistentEE's step 1 are PABEE's) get the
-same key and the second one loads what the first one trained — within one `run --methods all` and across runs.
+A training key names what decides a set of trained weights: the method whose heads and loss train them, the stage
+settings, the stages before it (`parents`), the backbone's weights, the training and held-out rows (as tokenised),
+pooling and seed. The key is a hash of that identity as canonical JSON (`training_key`), so two methods whose stages
+train the same thing (DeeBERT's stage 1 is `full`'s training, PCEE-BERT's and ConsistentEE's step 1 are PABEE's) get
+the same key and the second one loads what the first one trained — within one `run --methods all` and across runs.
 Methods declare this (`Method.shares`, `Method.adopt`, `Method.resumes_rounds`); this module owns the loop:
 
 - each stage named in `shares` is trained (or loaded) in the layout of the method it names, then adopted;
-- the remaining stages are one recipe too: loaded when stored, else trained by `fit` and stored;
+- the remaining stages are one training too: loaded when stored, else trained by `fit` and stored;
 - a method that trains in rounds (ConsistentEE) checkpoints each finished round through `StoreCheckpoints`, so an
-  interrupted run resumes at the round it was in, and each α is its own recipe (another `--grid` reuses the α
+  interrupted run resumes at the round it was in, and each α is its own training (another `--grid` reuses the α
   values it shares with the stored ones).
 
 The device and the number of processes are not part of a key: a run on another device re-evaluates and re-times the
 stored weights (the entry says where they were trained). `retrain` reuses only entries written by this run. A stored
 entry whose identity differs from the requested one is never reused, whatever its folder name. The store is a cache:
-deleting it means retraining, nothing else. Every record says what it reused and what it trained (`training`).
+deleting it means retraining, nothing else. Every record says what it reused and what it trained (`training`; its
+entries name the key under `recipe`, the record's original word for it).
 """
 
 from __future__ import annotations
@@ -32,23 +33,25 @@ import torch
 
 from cee_bench import distributed
 from cee_bench.classification.data import Encoded
+from cee_bench.classification.fit import Checkpoints, FitContext
+from cee_bench.classification.method import Method, build_model, resolve_stages
 from cee_bench.classification.multiexit import MultiExitModel
 from cee_bench.classification.store import SINGLE, drop_entry, load_weights, read_entry, save_entry, store_root
-from cee_bench.method import Method, get_method
 from cee_bench.progress import Progress
+from cee_bench.registry import get_method
 from cee_bench.results import jsonable, result_path
 from cee_bench.tasks import Task
-from cee_bench.training import Checkpoints, FitContext, Stage
+from cee_bench.training import Stage
 
 if TYPE_CHECKING:
-    from cee_bench.classification.recipe import RunOptions
+    from cee_bench.options import RunOptions
 
-RECIPE_VERSION = 1  # bump when a change to the training code changes what a recipe trains
+KEY_VERSION = 1  # bump when a change to the training code changes what a training key's weights are
 
 
 @dataclass
 class Trained:
-    """What the harness hands back to `runner.run_method`: the model (or one per grid value), the log and meta of
+    """What `MethodTrainer` hands back to `ClassificationRecipe.run_method`: the model (or one per grid value), the log and meta of
     every stage, the record's `model_store` entry (None with the store off) and its `training` block."""
 
     model: MultiExitModel
@@ -57,7 +60,7 @@ class Trained:
     meta: dict[str, Any]
     model_store: dict[str, Any] | None
     training: dict[str, Any] = field(default_factory=dict)
-    stage_keys: dict[str, str] = field(default_factory=dict)  # shared stage name → its recipe key
+    stage_keys: dict[str, str] = field(default_factory=dict)  # shared stage name → its training key
 
 
 def canonical(value: Any) -> Any:
@@ -65,8 +68,8 @@ def canonical(value: Any) -> Any:
     return json.loads(json.dumps(value, default=jsonable))
 
 
-def recipe_key(identity: dict[str, Any]) -> str:
-    """The store key of a recipe: sha256 of its identity as canonical JSON (sorted keys), shortened."""
+def training_key(identity: dict[str, Any]) -> str:
+    """The store key of a training: sha256 of its identity as canonical JSON (sorted keys), shortened."""
     text = json.dumps(canonical(identity), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
@@ -93,13 +96,13 @@ def data_digest(data: Encoded) -> str:
 
 def base_identity(task: Task, encoder: torch.nn.Module, data: dict[str, Encoded], *, pooling: str, seed: int,
                   eval_batch_size: int) -> dict[str, Any]:
-    """What every recipe of a run shares: task, backbone weights, training and held-out rows, pooling, seed."""
-    return {"version": RECIPE_VERSION, "task": task.name, "num_labels": task.num_labels,
+    """What every training of a run shares: task, backbone weights, training and held-out rows, pooling, seed."""
+    return {"version": KEY_VERSION, "task": task.name, "num_labels": task.num_labels,
             "backbone": weights_digest(encoder), "pooling": pooling, "seed": seed, "eval_batch_size": eval_batch_size,
             "data": {"train": data_digest(data["train"]), "heldout": data_digest(data["heldout"])}}
 
 
-class Harness:
+class MethodTrainer:
     """One method's training in one run: the store as this run sees it, and the `training` block it fills."""
 
     def __init__(self, method: Method, task: Task, encoder: torch.nn.Module, data: dict[str, Encoded],
@@ -122,7 +125,7 @@ class Harness:
         if self.root is not None and distributed.is_main() and (not self.opts.retrain or key in self.opts.fresh):
             entry = read_entry(self.root / key)
             if entry is not None and entry.get("identity") != canonical(identity):
-                self.progress.log(f"  [dim]store entry {key} holds another recipe: not reused[/dim]")
+                self.progress.log(f"  [dim]store entry {key} holds another training: not reused[/dim]")
                 entry = None
         return distributed.from_main(entry)
 
@@ -155,7 +158,7 @@ class Harness:
     def reused(self, stage: str, key: str, entry: dict[str, Any]) -> None:
         self.training["reused_from"].append({"stage": stage, "recipe": key, **entry["trained_by"],
                                              "entry": str(Path("models") / self.task.name / key)})
-        self.progress.log(f"  {stage}: reused recipe {key} (trained by {entry['trained_by']['method']})")
+        self.progress.log(f"  {stage}: reused training {key} (trained by {entry['trained_by']['method']})")
 
     def trained(self, stage: str, key: str, steps: dict[str, int]) -> None:
         self.training["trained"].append({"stage": stage, "recipe": key, "steps": sum(steps.values()),
@@ -169,14 +172,16 @@ class Harness:
                           device=self.opts.resolved_device, progress=self.progress,
                           eval_batch_size=self.eval_batch_size, main_metric=self.task.main_metric)
 
-    def recipe(self, layout: Method, model: MultiExitModel, stages: dict[str, Stage], parents: list[str],
-               label: str, ctx: FitContext | None = None) -> tuple[str, dict[str, Any]]:
+    def train_or_load(self, layout: Method, model: MultiExitModel, stages: dict[str, Stage], parents: list[str],
+                      label: str, ctx: FitContext | None = None) -> tuple[str, dict[str, Any]]:
         """Give `model` (built as `layout`) the weights of `layout.fit` over `stages` after `parents`: loaded when
         stored, else trained (the global RNG seeded first, so a stage trains the same wherever it starts) and
         stored. Returns the key and the entry's log and meta."""
+        # "recipe" is the identity's original word for the method whose training this is: kept, as every stored key
+        # is a hash of it
         identity = {**self.base, "recipe": layout.name, "parents": parents,
                     "stages": {name: asdict(stage) for name, stage in stages.items()}}
-        key = recipe_key(identity)
+        key = training_key(identity)
         entry = self.find(key, identity)
         if entry is not None:
             self.load(key, model)
@@ -192,8 +197,7 @@ class Harness:
         return key, canonical(info)
 
     def run(self) -> Trained:
-        from cee_bench.classification.recipe import build_model, resolve_stages
-
+        """Train (or load) every stage of the method for this run: see the module docstring."""
         method, opts = self.method, self.opts
         model = build_model(method, self.encoder, self.task, opts.pooling, opts.seed)
         log: dict[str, Any] = {}
@@ -206,9 +210,9 @@ class Harness:
             if settings != theirs:
                 self.training["not_shared"][stage_name] = (
                     f"{method.name}'s stage '{stage_name}' differs from {source.name}'s stage '{source_stage}' under "
-                    f"the '{opts.preset}' preset ({_differences(settings, theirs)}): trained as its own recipe")
+                    f"the '{opts.preset}' preset ({_differences(settings, theirs)}): trained on its own")
             source_model = build_model(source, self.encoder, self.task, opts.pooling, opts.seed)
-            key, entry = self.recipe(source, source_model, {source_stage: settings}, [], stage_name)
+            key, entry = self.train_or_load(source, source_model, {source_stage: settings}, [], stage_name)
             method.adopt(model, source_model)
             del source_model
             log[stage_name] = entry["log"][source_stage]
@@ -227,7 +231,7 @@ class Harness:
             meta.update(ctx.meta)
             files = dict(ctx.checkpoints.latest)
         else:
-            key, entry = self.recipe(method, model, own, parents, "+".join(own), self.context(model, self.stages))
+            key, entry = self.train_or_load(method, model, own, parents, "+".join(own), self.context(model, self.stages))
             log.update(entry["log"])
             meta.update(entry["meta"])
             files = {SINGLE: key}
@@ -237,18 +241,18 @@ class Harness:
 
 
 class StoreCheckpoints(Checkpoints):
-    """`Checkpoints` in the model store: round r of a series is the recipe (the method's identity, the series'
+    """`Checkpoints` in the model store: round r of a series is one training (the method's identity, the series'
     settings, r); saving round r drops round r−1, so each series keeps its last round, which is also the model it
     ends with (`latest`: series → key)."""
 
-    def __init__(self, harness: Harness, identity: dict[str, Any], ctx: FitContext) -> None:
-        self.harness, self.identity, self.ctx = harness, identity, ctx
+    def __init__(self, trainer: MethodTrainer, identity: dict[str, Any], ctx: FitContext) -> None:
+        self.trainer, self.identity, self.ctx = trainer, identity, ctx
         self.latest: dict[str, str] = {}
         self._chain: dict[str, tuple[int, int]] = {}  # series → (steps of its stored rounds, ctx steps at that time)
 
     def _key(self, series: str, settings: dict[str, Any], round_number: int) -> tuple[str, dict[str, Any]]:
         identity = {**self.identity, "series": series, "settings": settings, "round": round_number}
-        return recipe_key(identity), identity
+        return training_key(identity), identity
 
     def _executed(self) -> int:
         return sum(self.ctx.steps.values())
@@ -257,10 +261,10 @@ class StoreCheckpoints(Checkpoints):
         self._chain[series] = (0, self._executed())
         for round_number in range(rounds, 0, -1):
             key, identity = self._key(series, settings, round_number)
-            entry = self.harness.find(key, identity)
+            entry = self.trainer.find(key, identity)
             if entry is not None:
-                self.harness.load(key, model)
-                self.harness.reused(f"{series} rounds 1-{round_number}", key, entry)
+                self.trainer.load(key, model)
+                self.trainer.reused(f"{series} rounds 1-{round_number}", key, entry)
                 self.latest[series] = key
                 self._chain[series] = (entry["steps"], self._executed())
                 return entry["log"]
@@ -271,12 +275,12 @@ class StoreCheckpoints(Checkpoints):
         stored, mark = self._chain.get(series, (0, self._executed()))
         now = self._executed()
         key, identity = self._key(series, settings, round_number)
-        self.harness.save(key, identity, model, self.harness.method,
+        self.trainer.save(key, identity, model, self.trainer.method,
                           {"log": log, "steps": stored + now - mark, "round": round_number})
-        self.harness.trained(f"{series} round {round_number}", key, {"rounds": now - mark})
+        self.trainer.trained(f"{series} round {round_number}", key, {"rounds": now - mark})
         previous = self.latest.get(series)
         if previous is not None and previous != key:
-            self.harness.drop(previous)
+            self.trainer.drop(previous)
         self.latest[series] = key
         self._chain[series] = (stored + now - mark, now)
 
@@ -284,9 +288,3 @@ class StoreCheckpoints(Checkpoints):
 def _differences(a: Stage, b: Stage) -> str:
     mine, theirs = asdict(a), asdict(b)
     return ", ".join(f"{k} {mine[k]} vs {theirs[k]}" for k in mine if mine[k] != theirs.get(k))
-
-
-def train_method(method: Method, task: Task, encoder: torch.nn.Module, data: dict[str, Encoded],
-                 stages: dict[str, Stage], opts: RunOptions, progress: Progress, eval_batch_size: int) -> Trained:
-    """Train (or load) every stage of `method` for this run: see the module docstring."""
-    return Harness(method, task, encoder, data, stages, opts, progress, eval_batch_size).run()

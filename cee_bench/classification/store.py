@@ -80,8 +80,8 @@ def load_model(folder: Path) -> MultiExitModel:
     """The stored model of entry `folder`, rebuilt from its config (no pretrained download) in eval mode."""
     from transformers import AutoConfig, AutoModel
 
-    from cee_bench.classification.recipe import build_model
-    from cee_bench.method import get_method
+    from cee_bench.classification.method import build_model
+    from cee_bench.registry import get_method
     from cee_bench.tasks import get_task
 
     folder = Path(folder)

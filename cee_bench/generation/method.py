@@ -1,4 +1,4 @@
-"""What a generation method is (a small declarative class, like `cee_bench.method.Method` for classification), and
+"""What a generation method is (a small declarative class, like `cee_bench.classification.method.Method` for classification), and
 what its candidates are trained from.
 
 A candidate is one operating point of a method: a multi-exit view (shared head or trained adapters) and an exit
@@ -9,7 +9,7 @@ most aggressive, as Learn-then-Test needs. Exits trained with the weighted per-e
 since the backbone is frozen), so a comparison between them isolates the exit rule and ConsistentEE's stage 3.
 
 Adding a generation method: one module defining a `GenerationMethod` instance `METHOD`, plus one line in
-`cee_bench.method.GENERATION_METHOD_MODULES`.
+`cee_bench.registry.GENERATION_METHOD_MODULES`.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The generation recipe of `cee-bench run --task cnndm|dolly|alpaca`: decode every candidate, Learn-then-Test, curve.
 
 The run shell (`runner.run_seed`) validates, resumes, shows progress and saves; this module gives it a
-`GenerationSetUp`, with the same interface as the classification `runner.SetUp`. Order of work, chosen so that a user mistake never leaves files
-behind: data and prompt lengths are checked first; then the full model (reference outputs and its decode speed, the
+`GenerationRecipe` (the shell's `Recipe` contract, like `classification.recipe.ClassificationRecipe`). Order of work,
+chosen so that a user mistake never leaves files behind: the options are checked first (`GenerationRecipe.check`); data and prompt lengths are checked first; then the full model (reference outputs and its decode speed, the
 baseline of every measured speed-up), once per run; then per method: train (backbone frozen), decode the calibration
 split for every candidate and pick one with Learn-then-Test (textual consistency with the full model), decode the
 evaluation split for every candidate (the curve). When no candidate passes Learn-then-Test the `ltt` point is the
@@ -21,20 +21,23 @@ from rich.markup import escape
 
 from cee_bench.errors import UserError
 from cee_bench.generation.tasks import Example, Splits, make_splits
-from cee_bench.method import get_method, method_names, parse_methods
+from cee_bench.options import RunOptions
+from cee_bench.presets import GenerationPreset, generation_preset
 from cee_bench.progress import Progress
+from cee_bench.registry import get_method, method_names, parse_methods
 from cee_bench.tasks import get_task, task_names
 
-__all__ = ["GENERATION_TASKS", "GENERATION_METHODS", "GenerationSetUp"]
+__all__ = ["GENERATION_TASKS", "GENERATION_METHODS", "GenerationRecipe"]
 
 GENERATION_TASKS = task_names("generation")
 GENERATION_METHODS = tuple(method_names("generation"))
 _TEXT_KEEP = 400  # characters of each output kept in `per_example`
 
 
-def check_methods(opts: Any) -> dict[str, tuple[float, ...]]:
-    """The run's methods and each one's grid (most conservative first): the preset's, or the run's `--grid` (one
-    method only, as for classification) or a config file's `grids`, checked by the method."""
+def check_methods(opts: RunOptions) -> None:
+    """The run's methods and their grids: a run's `--grid` (one method only, as for classification) or a config
+    file's `grids`, checked by the method and kept in `opts.grids` most conservative first; a method without one takes
+    the preset's (`GenerationRecipe.grids`)."""
     names = parse_methods(opts.methods, "generation")
     grids = dict(opts.grids)
     for name in grids:
@@ -43,15 +46,10 @@ def check_methods(opts: Any) -> dict[str, tuple[float, ...]]:
         if len(names) != 1:
             raise UserError("--grid replaces one method's threshold grid: give exactly one method with it")
         grids[names[0]] = opts.grid
-    resolved = {}
-    for name in names:
-        method = get_method(name, "generation")
-        resolved[name] = method.order(grids[name]) if name in grids else method.grid(opts.generation)
-    opts.grids = {name: list(grids[name]) for name in names if name in grids}
-    return resolved
+    opts.grids = {name: list(get_method(name, "generation").order(grids[name])) for name in names if name in grids}
 
 
-def _encode(tokenizer, mlm, examples: list[Example], task: str, preset, seed: int, offset: int):
+def _encode(tokenizer, mlm, examples: list[Example], task: str, preset: GenerationPreset, seed: int, offset: int):
     """Prompts → ids (CNN/DM articles cut to the preset's budget; anything else must fit as given)."""
     from cee_bench.generation.decoding import check_fits
     from cee_bench.generation.evaluation import Prompts
@@ -91,7 +89,7 @@ def _references(task: str, backbone: str, examples: list[Example], full_texts: l
     return full_texts
 
 
-def generation_config(cfg, exit_layers: tuple[int, ...], device: str, model: str | None, backbone: str) -> dict:
+def generation_config(cfg: GenerationPreset, exit_layers: tuple[int, ...], device: str, model: str | None, backbone: str) -> dict:
     """A record's `config` (less the thread count, which is the machine's, not the request's): built once, for the
     record and for the resume check."""
     return {**asdict(cfg), "exit_layers": list(exit_layers), "device": device, "model": model or backbone}
@@ -112,11 +110,12 @@ class _Full:
     full_point: dict[str, Any]
 
 
-class GenerationSetUp:
+class GenerationRecipe:
     """A generation run's set-up: preset, methods and grids, data splits, the backbone; the full model's pass on
-    first use. The same interface as `runner.SetUp`."""
+    first use. What the shell asks of a recipe (`runner.Recipe`), as `ClassificationRecipe` gives it. `opts` must have
+    passed `check` (`runner.check_options` sees to it)."""
 
-    def __init__(self, opts: Any, progress: Progress) -> None:
+    def __init__(self, opts: RunOptions, progress: Progress) -> None:
         import torch
 
         from cee_bench.distributed import require_one_process
@@ -126,7 +125,9 @@ class GenerationSetUp:
         require_one_process("generation")
         self.opts, self.progress, self.cfg = opts, progress, opts.generation
         self.task = get_task(opts.task, "generation")
-        self.grids = check_methods(opts)
+        self.grids = {name: tuple(opts.grids[name]) if name in opts.grids  # most conservative first, as checked
+                      else get_method(name, "generation").grid(self.cfg)
+                      for name in parse_methods(opts.methods, "generation")}
         self.methods = list(self.grids)
         needs_train = any(get_method(m, "generation").trains for m in self.methods)
         self.splits: Splits = make_splits(self.task.name, opts.data_dir, self.cfg.n_eval, self.cfg.n_calib,
@@ -146,6 +147,15 @@ class GenerationSetUp:
         self.data_summary = {"source": self.splits.source, "eval": len(self.splits.eval),
                              "calibration": len(self.splits.calib), "train": len(self.splits.train),
                              "note": "evaluation = the first examples, calibration = the next ones"}
+
+    @staticmethod
+    def check(opts: RunOptions) -> None:
+        """Everything of a generation request that needs no data or model: the preset with the overrides
+        (`opts.generation`, δ and ε included) and the methods with their grids (`opts.grids`)."""
+        opts.generation = generation_preset(opts.preset, max_eval_samples=opts.max_eval_samples,
+                                            max_train_samples=opts.max_train_samples, delta=opts.delta,
+                                            epsilon=opts.epsilon, greedy=opts.greedy)
+        check_methods(opts)
 
     def identity(self, name: str) -> dict[str, Any]:
         wanted = {**{f"config.{key}": value for key, value in self._config.items()},

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from cee_bench.classification.recipe import RunOptions, run
 from cee_bench.errors import UserError
 from cee_bench.generation.recipe import GENERATION_METHODS, GENERATION_TASKS
 from cee_bench.generation.tasks import load_examples
+from cee_bench.options import RunOptions
+from cee_bench.runner import run
 from cee_bench.tasks import get_task
 
 WORDS = "the a cat dog sat ran on mat park today news said police man woman city summary of it was".split()
@@ -166,7 +167,7 @@ def test_default_backbone_provenance_says_it_is_dequantised_from_q4_1():
 
 
 def test_one_registry_keyed_by_kind_without_duplicates():
-    from cee_bench.method import get_method, method_names
+    from cee_bench.registry import get_method, method_names
     from cee_bench.tasks import get_task
 
     assert "calm-state" not in GENERATION_METHODS  # the same method as `calm`: registered once

@@ -1,51 +1,33 @@
-"""What a method is (a small declarative class) and the registry that finds methods by name.
+"""What a classification method is (a small declarative class), and the model a method trains (`build_model`, with its
+stages for a run: `resolve_stages`).
 
 A method says: how its heads look (`pooler`), its extra modules and per-layer signals, its training stages per preset
 and how it runs them (`fit`), its exit rule and threshold grid, and where it deviates from its paper or reference
 code. The harness owns loops, devices, timing, storage and reporting. Adding a method is one new module plus one
-line in `METHOD_MODULES`.
+line in `cee_bench.registry.METHOD_MODULES`.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any, ClassVar, Sequence
+import copy
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
+import torch
 from torch import nn
 
-from cee_bench.errors import UserError
 from cee_bench.classification.exits import ExitRule
+from cee_bench.classification.fit import FitContext
 from cee_bench.classification.multiexit import MultiExitModel, SignalFn
-from cee_bench.presets import PRESETS  # noqa: F401  (each method keys its stages by these)
-from cee_bench.training import FitContext, Stage
+from cee_bench.tasks import Task
+from cee_bench.training import Stage
+
+if TYPE_CHECKING:
+    from cee_bench.options import RunOptions
 
 # The shared `smoke` and `cpu` stages (the `paper` stages are each method's own). `cpu` was tuned on the held-out
 # slice of the training data, never on dev; see the README.
 SMOKE_STAGE = Stage(epochs=1, batch_size=16, lr=1e-4)
 CPU_STAGE = Stage(epochs=3, batch_size=16, lr=5e-5)
-
-# name → module defining a `METHOD` instance (or "module:NAME" for another instance in it); imported lazily so
-# `cee-bench --help` stays instant.
-METHOD_MODULES: dict[str, str] = {
-    "full": "baselines.full",
-    "pabee": "baselines.pabee",
-    "deebert": "baselines.deebert",
-    "berxit": "baselines.berxit",
-    "right-tool": "baselines.right_tool",
-    "pcee-bert": "baselines.pcee",
-    "consistentee": "cee_bench.classification.consistentee",
-    "consistentee-vanilla": "cee_bench.classification.consistentee:VANILLA",
-}
-GENERATION_METHOD_MODULES: dict[str, str] = {
-    "calm": "baselines.calm",
-    "calm-softmax": "baselines.calm:SOFTMAX",
-    "calm-meta": "baselines.calm:META",
-    "calm-anytime": "baselines.calm:ANYTIME",
-    "calm-softmax-anytime": "baselines.calm:SOFTMAX_ANYTIME",
-    "consistentee": "cee_bench.generation.consistentee",
-}
-REGISTRY: dict[str, dict[str, str]] = {"classification": METHOD_MODULES, "generation": GENERATION_METHOD_MODULES}
-
 
 class Method:
     """Base class: override the class attributes and the few methods a method needs."""
@@ -87,8 +69,9 @@ class Method:
     signal_fn: ClassVar[SignalFn | None] = None
 
     # Stage name → the method whose whole training that stage is (one stage of its own), for the first stages of
-    # this method: the harness (`cee_bench.classification.sharing`) trains such a stage once per recipe, shares it with every method
-    # naming the same recipe and keeps it in the model store; `fit` then trains only the stages not named here.
+    # this method: `cee_bench.classification.sharing` trains such a stage once per training key, shares it with every
+    # method whose stage has the same key and keeps it in the model store; `fit` then trains only the stages not named
+    # here.
     shares: ClassVar[dict[str, str]] = {}
     # True when `fit` keeps and resumes its own rounds through `ctx.checkpoints` (one model per grid value); the
     # harness then stores the models those rounds leave instead of one model for the whole `fit`.
@@ -112,26 +95,20 @@ class Method:
         return {"deviations": list(self.deviations), "pooler": self.pooler, "threshold_name": self.threshold_name}
 
 
-def method_names(kind: str = "classification") -> list[str]:
-    return list(REGISTRY[kind])
+def resolve_stages(method: Method, opts: RunOptions) -> dict[str, Stage]:
+    """The method's stages for the preset, with the command-line overrides applied to every stage."""
+    return {name: stage.override(epochs=opts.epochs, batch_size=opts.batch_size, lr=opts.lr)
+            for name, stage in method.stages[opts.preset].items()}
 
 
-def get_method(name: str, kind: str = "classification") -> Any:
-    """The method registered as (`kind`, `name`): a `Method` for classification, a `GenerationMethod` for
-    generation."""
-    modules = REGISTRY[kind]
-    if name not in modules:
-        label = "generation method" if kind == "generation" else "method"
-        raise UserError(f"unknown {label} '{name}'; known methods: {', '.join(modules)}")
-    module, _, attribute = modules[name].partition(":")  # "module:NAME" when a module defines several
-    return getattr(importlib.import_module(module), attribute or "METHOD")
-
-
-def parse_methods(spec: str, kind: str = "classification") -> list[str]:
-    """`all` or a comma-separated list, validated, in registry order with `full` first (others use its score)."""
-    names = method_names(kind) if spec.strip() == "all" else [s.strip() for s in spec.split(",") if s.strip()]
-    if not names:
-        raise UserError("no methods given")
-    for name in names:
-        get_method(name, kind)
-    return sorted(dict.fromkeys(names), key=lambda n: (n != "full", method_names(kind).index(n)))
+def build_model(method: Method, encoder: torch.nn.Module, task: Task, pooling: str, seed: int) -> MultiExitModel:
+    """A fresh copy of the pretrained encoder with `method`'s heads and extras, initialised from `seed`."""
+    torch.manual_seed(seed)
+    backbone = copy.deepcopy(encoder)
+    dropout = getattr(backbone.config, "hidden_dropout_prob", 0.1)
+    model = MultiExitModel(backbone, task.num_labels, pooling=pooling, pooler=method.pooler, dropout=dropout,
+                           signal_fn=method.signal_fn)
+    extras = method.build_extras(model)
+    if extras is not None:
+        model.extras = extras
+    return model
