@@ -109,7 +109,7 @@ def train_meta_classifier(states: torch.Tensor, labels: torch.Tensor, *, steps: 
 
 @dataclass
 class CalmRule:
-    """CALM's exit decision at one exit layer (implements `cee_bench.generation.decoding.ExitRule`)."""
+    """CALM's exit decision at one exit layer (implements `cee_bench.generation.decoding.TokenExitRule`)."""
 
     measure: str
     threshold: float

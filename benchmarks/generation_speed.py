@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from baselines.calm import CalmRule  # noqa: E402
 from cee_bench.generation.decoding import Decoding, generate  # noqa: E402
 from cee_bench.generation.metrics import layer_stats  # noqa: E402
-from cee_bench.generation.model import MultiExitLM, every_layer, load_backbone  # noqa: E402
+from cee_bench.generation.model import MultiExitLM, every_layer, load_decoder  # noqa: E402
 from cee_bench.generation.training import chat_ids  # noqa: E402
 
 PROMPT = ("Summarize the following news article in a few sentences.\n\nThe city council met on Tuesday to discuss "
@@ -59,7 +59,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
-    lm, tokenizer, backbone = load_backbone(args.model)
+    lm, tokenizer, backbone = load_decoder(args.model)
     mlm = MultiExitLM(lm, every_layer(len(lm.model.layers)))
     ids = chat_ids(tokenizer, PROMPT)
     rules = {f"fixed exit at layer {mlm.num_layers // 2}": FixedLayerRule(mlm.num_layers // 2),

@@ -28,8 +28,8 @@ from torch import nn
 from cee_bench.errors import UserError
 from cee_bench.generation.method import Candidate, GenerationMethod, TrainingContext
 from cee_bench.generation.model import MultiExitLM
-from cee_bench.presets import GenerationPreset
 from cee_bench.generation.training import TrainingStates, sample_batches
+from cee_bench.presets import GenerationPreset
 from cee_bench.progress import Progress
 from cee_bench.training import train_steps
 
@@ -54,7 +54,7 @@ def normed_exit_states(mlm: MultiExitLM, data: TrainingStates) -> torch.Tensor:
         return torch.stack([mlm.norm(data.states[i]) for i in mlm.exit_layers if i < mlm.num_layers])
 
 
-def train_policy(mlm: MultiExitLM, data: TrainingStates, ce: torch.Tensor, normed: torch.Tensor, *, alpha: float,
+def train_token_policy(mlm: MultiExitLM, data: TrainingStates, ce: torch.Tensor, normed: torch.Tensor, *, alpha: float,
                  steps: int, lr: float, batch: int, copies: int = 4, seed: int = 0,
                  progress: Progress | None = None) -> PolicyNetworks:
     """Stage 2: REINFORCE with the vanilla reward on cached states.
@@ -119,7 +119,7 @@ def train_exits_at_policy(mlm: MultiExitLM, data: TrainingStates, exit_layers: t
 
 @dataclass
 class PolicyRule:
-    """ConsistentEE's inference rule (an `ExitRule`): exit when P(exit) > threshold (0.5 in the paper)."""
+    """ConsistentEE's inference rule (an `TokenExitRule`): exit when P(exit) > threshold (0.5 in the paper)."""
 
     policy: PolicyNetworks
     threshold: float = 0.5
@@ -160,9 +160,9 @@ class ConsistentEELLM(GenerationMethod):
         candidates = []
         for alpha in grid:
             view = MultiExitLM(ctx.lm, ctx.exit_layers, copy.deepcopy(base.adapters))
-            policy = train_policy(view, data, ce, normed, alpha=alpha, steps=preset.policy_steps, lr=preset.policy_lr,
-                                  batch=preset.policy_batch, copies=preset.policy_copies, seed=ctx.seed,
-                                  progress=ctx.progress)
+            policy = train_token_policy(view, data, ce, normed, alpha=alpha, steps=preset.policy_steps,
+                                        lr=preset.policy_lr, batch=preset.policy_batch, copies=preset.policy_copies,
+                                        seed=ctx.seed, progress=ctx.progress)
             exits = policy_exit_layers(view, policy, normed)
             train_exits_at_policy(view, data, exits, steps=preset.stage3_steps, lr=preset.stage3_lr,
                                   batch=preset.exit_batch, seed=ctx.seed, progress=ctx.progress)

@@ -25,7 +25,7 @@ from cee_bench.errors import UserError
 from cee_bench.generation.model import MultiExitLM
 
 
-class ExitRule(Protocol):
+class TokenExitRule(Protocol):
     """A method's per-token exit decision at one intermediate exit layer.
 
     `previous` is the state at the previous exit layer (None at the first), `step` the 0-based decoding position.
@@ -132,7 +132,7 @@ def check_fits(mlm: MultiExitLM, prompt_length: int, max_new_tokens: int) -> Non
 
 
 def _layers_forward(mlm: MultiExitLM, hidden: torch.Tensor, cache: object, position_embeddings: tuple,
-                    rule: ExitRule | None, step: int) -> tuple[int, float, torch.Tensor]:
+                    rule: TokenExitRule | None, step: int) -> tuple[int, float, torch.Tensor]:
     """Run one new token up the layers until the rule exits; returns (exit layer, confidence, logits)."""
     previous = None
     last = mlm.num_layers
@@ -150,7 +150,7 @@ def _layers_forward(mlm: MultiExitLM, hidden: torch.Tensor, cache: object, posit
 
 
 @torch.no_grad()
-def generate(mlm: MultiExitLM, prompt_ids: torch.Tensor, *, rule: ExitRule | None, max_new_tokens: int,
+def generate(mlm: MultiExitLM, prompt_ids: torch.Tensor, *, rule: TokenExitRule | None, max_new_tokens: int,
              decoding: Decoding, eos_ids: frozenset[int] = frozenset(), seed: int = 0,
              return_cache: bool = False) -> Generation | tuple[Generation, object]:
     """Early-exit decoding of one prompt ([1, T] ids). `rule=None` is the full model through the same code path,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from cee_bench.generation.decoding import Decoding, ExitRule, Generation, generate
+from cee_bench.generation.decoding import Decoding, Generation, TokenExitRule, generate
 from cee_bench.generation.metrics import bert_f, layer_stats, mean, rouge_l
 from cee_bench.generation.model import MultiExitLM
 
@@ -30,14 +30,14 @@ class Prompts:
     seeds: list[int]
 
 
-def decode_split(mlm: MultiExitLM, prompts: Prompts, rule: ExitRule | None, *, max_new_tokens: int,
+def decode_split(mlm: MultiExitLM, prompts: Prompts, rule: TokenExitRule | None, *, max_new_tokens: int,
                  decoding: Decoding, eos_ids: frozenset[int]) -> list[Generation]:
     """Decode every prompt of a split with `rule` (None = full model)."""
     return [generate(mlm, ids, rule=rule, max_new_tokens=max_new_tokens, decoding=decoding, eos_ids=eos_ids,
                      seed=seed) for ids, seed in zip(prompts.input_ids, prompts.seeds)]
 
 
-def decode_split_paired(mlm: MultiExitLM, prompts: Prompts, rule: ExitRule, *, max_new_tokens: int,
+def decode_split_paired(mlm: MultiExitLM, prompts: Prompts, rule: TokenExitRule, *, max_new_tokens: int,
                         decoding: Decoding, eos_ids: frozenset[int]) -> tuple[list[Generation], list[Generation]]:
     """(rule's generations, full model's) with the full model decoding each prompt just before the rule."""
     early, full = [], []

@@ -1,5 +1,5 @@
-"""What a generation method is (a small declarative class, like `cee_bench.classification.method.Method` for classification), and
-what its candidates are trained from.
+"""What a generation method is (a small declarative class, like `cee_bench.classification.method.Method` for
+classification), and what its candidates are trained from.
 
 A candidate is one operating point of a method: a multi-exit view (shared head or trained adapters) and an exit
 rule. The recipe (`generation/recipe.py`) decodes every candidate on the calibration and evaluation prompts, picks one
@@ -20,10 +20,10 @@ from typing import Any, Sequence
 
 import torch
 
-from cee_bench.generation.decoding import ExitRule
+from cee_bench.generation.decoding import TokenExitRule
 from cee_bench.generation.model import ExitAdapters, MultiExitLM
-from cee_bench.generation.tasks import Example
-from cee_bench.generation.training import TrainingStates, collect_states, per_exit_outputs, train_exits_weighted
+from cee_bench.generation.tasks import PromptExample
+from cee_bench.generation.training import TrainingStates, collect_token_states, per_exit_outputs, train_exits_weighted
 from cee_bench.presets import GenerationPreset
 from cee_bench.progress import Progress
 
@@ -32,7 +32,7 @@ from cee_bench.progress import Progress
 class Candidate:
     labels: dict[str, Any]
     mlm: MultiExitLM
-    rule: ExitRule
+    rule: TokenExitRule
 
 
 @dataclass
@@ -42,7 +42,7 @@ class TrainingContext:
     lm: Any
     tokenizer: Any
     exit_layers: tuple[int, ...]
-    examples: list[Example]
+    examples: list[PromptExample]
     preset: GenerationPreset
     seed: int
     progress: Progress = field(default_factory=Progress.quiet)
@@ -50,7 +50,7 @@ class TrainingContext:
 
     @cached_property
     def states(self) -> TrainingStates:
-        data = collect_states(MultiExitLM(self.lm, self.exit_layers), self.tokenizer, self.examples,
+        data = collect_token_states(MultiExitLM(self.lm, self.exit_layers), self.tokenizer, self.examples,
                               cutoff=self.preset.cutoff, max_tokens=self.preset.train_tokens)
         self.notes["training_positions"] = data.size
         return data

@@ -79,7 +79,7 @@ def convert_smollm2(cache: Path | None = None) -> Path:
     return target
 
 
-def load_backbone(model: str | None, device: str = "cpu", revision: str | None = None) -> tuple[Any, Any, str]:
+def load_decoder(model: str | None, device: str = "cpu", revision: str | None = None) -> tuple[Any, Any, str]:
     """(causal LM in eval mode, tokenizer, display name) for a hub id (at `revision`), a local folder, or None =
     SmolLM2 offline."""
     from transformers import AutoModelForCausalLM, AutoTokenizer

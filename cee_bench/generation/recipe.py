@@ -2,8 +2,9 @@
 
 The run shell (`runner.run_seed`) validates, resumes, shows progress and saves; this module gives it a
 `GenerationRecipe` (the shell's `Recipe` contract, like `classification.recipe.ClassificationRecipe`). Order of work,
-chosen so that a user mistake never leaves files behind: the options are checked first (`GenerationRecipe.check`); data and prompt lengths are checked first; then the full model (reference outputs and its decode speed, the
-baseline of every measured speed-up), once per run; then per method: train (backbone frozen), decode the calibration
+chosen so that a user mistake never leaves files behind: the options are checked first (`GenerationRecipe.check`),
+then data and prompt lengths; then the full model (reference outputs and its decode speed, the reference of every
+measured speed-up), once per run; then per method: train (backbone frozen), decode the calibration
 split for every candidate and pick one with Learn-then-Test (textual consistency with the full model), decode the
 evaluation split for every candidate (the curve). When no candidate passes Learn-then-Test the `ltt` point is the
 full model and says so (`fallback`), as the classification `ltt90_le1` point does.
@@ -20,7 +21,7 @@ from typing import Any
 from rich.markup import escape
 
 from cee_bench.errors import UserError
-from cee_bench.generation.tasks import Example, Splits, make_splits
+from cee_bench.generation.tasks import PromptExample, PromptSplits, make_splits
 from cee_bench.options import RunOptions
 from cee_bench.presets import GenerationPreset, generation_preset
 from cee_bench.progress import Progress
@@ -49,7 +50,7 @@ def check_methods(opts: RunOptions) -> None:
     opts.grids = {name: list(get_method(name, "generation").order(grids[name])) for name in names if name in grids}
 
 
-def _encode(tokenizer, mlm, examples: list[Example], task: str, preset: GenerationPreset, seed: int, offset: int):
+def _encode(tokenizer, mlm, examples: list[PromptExample], task: str, preset: GenerationPreset, seed: int, offset: int):
     """Prompts → ids (CNN/DM articles cut to the preset's budget; anything else must fit as given)."""
     from cee_bench.generation.decoding import check_fits
     from cee_bench.generation.evaluation import Prompts
@@ -72,7 +73,7 @@ def _eos_ids(tokenizer, lm) -> frozenset[int]:
     return frozenset(i for i in ids if i is not None)
 
 
-def _references(task: str, backbone: str, examples: list[Example], full_texts: list[str], key: dict) -> list[str]:
+def _references(task: str, backbone: str, examples: list[PromptExample], full_texts: list[str], key: dict) -> list[str]:
     """Gold for CNN/DM; otherwise the unaccelerated model's outputs, cached under the cache folder so every later
     run and method scores against the same text."""
     if get_task(task, "generation").gold:
@@ -89,7 +90,8 @@ def _references(task: str, backbone: str, examples: list[Example], full_texts: l
     return full_texts
 
 
-def generation_config(cfg: GenerationPreset, exit_layers: tuple[int, ...], device: str, model: str | None, backbone: str) -> dict:
+def generation_config(cfg: GenerationPreset, exit_layers: tuple[int, ...], device: str, model: str | None,
+                      backbone: str) -> dict:
     """A record's `config` (less the thread count, which is the machine's, not the request's): built once, for the
     record and for the resume check."""
     return {**asdict(cfg), "exit_layers": list(exit_layers), "device": device, "model": model or backbone}
@@ -119,7 +121,7 @@ class GenerationRecipe:
         import torch
 
         from cee_bench.distributed import require_one_process
-        from cee_bench.generation.model import MultiExitLM, backbone_provenance, every_layer, load_backbone
+        from cee_bench.generation.model import MultiExitLM, backbone_provenance, every_layer, load_decoder
         from cee_bench.provenance import data_provenance, provenance
 
         require_one_process("generation")
@@ -130,7 +132,7 @@ class GenerationRecipe:
                       for name in parse_methods(opts.methods, "generation")}
         self.methods = list(self.grids)
         needs_train = any(get_method(m, "generation").trains for m in self.methods)
-        self.splits: Splits = make_splits(self.task.name, opts.data_dir, self.cfg.n_eval, self.cfg.n_calib,
+        self.splits: PromptSplits = make_splits(self.task.name, opts.data_dir, self.cfg.n_eval, self.cfg.n_calib,
                                           self.cfg.n_train if needs_train else 0,
                                           lambda line: progress.log(f"[yellow]{escape(line)}[/yellow]"))
         torch.set_flush_denormal(True)  # tiny probabilities otherwise make CPU matmuls crawl (denormal floats)
@@ -138,7 +140,7 @@ class GenerationRecipe:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # our own bars (`--quiet` turns them off) are the only ones
-        self.lm, self.tokenizer, self.backbone = load_backbone(opts.model, opts.resolved_device, opts.revision)
+        self.lm, self.tokenizer, self.backbone = load_decoder(opts.model, opts.resolved_device, opts.revision)
         self.provenance = provenance(data_provenance(self.splits.files),
                                      backbone_provenance(opts.model, self.lm, self.backbone, opts.revision))
         self.exit_layers = every_layer(len(self.lm.model.layers), self.cfg.exit_stride)
@@ -207,11 +209,11 @@ class GenerationRecipe:
         full.full_point = self._point(full, full_eval, full.full_tps, threshold=1.0, full_model=True)
         return full
 
-    def _point(self, full: _Full, generations, baseline_tps: float, **labels) -> dict:
+    def _point(self, full: _Full, generations, reference_tps: float, **labels) -> dict:
         from cee_bench.generation.evaluation import curve_point
 
         return curve_point(generations, self.texts(generations), full.references, full.full_eval_texts,
-                           full_tokens_per_s=baseline_tps, num_layers=self.full_view.num_layers,
+                           full_tokens_per_s=reference_tps, num_layers=self.full_view.num_layers,
                            example_ids=full.eval_prompts.ids, **labels)
 
     def run_method(self, name: str) -> dict[str, Any]:

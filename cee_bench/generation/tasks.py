@@ -15,7 +15,6 @@ training text is taken from the *end* of the training source, so nothing trained
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ CNNDM_INSTRUCTION = "Summarize the following news article in a few sentences.\n\
 
 
 @dataclass(frozen=True)
-class Example:
+class PromptExample:
     """One prompt: `prompt` is the user message, `gold` the gold reference (None: score against the full model),
     `target` the response text used when the example serves as training text."""
 
@@ -36,14 +35,6 @@ class Example:
     prompt: str
     gold: str | None
     target: str
-
-
-def resolve_data_dir(data_dir: Path | None) -> Path | None:
-    """The folder holding cnn_dm/, dolly/, alpaca/: the argument, else `$CEE_BENCH_DATA_DIR`, else None (hub)."""
-    if data_dir is not None:
-        return Path(data_dir)
-    env = os.environ.get("CEE_BENCH_DATA_DIR")
-    return Path(env) if env else None
 
 
 def _read_rows(task: str, data_dir: Path | None) -> tuple[list[dict], str]:
@@ -86,20 +77,20 @@ def _hub_rows(task: str) -> tuple[list[dict], str]:
     return rows, f"hub:{hub_id}/{split}"
 
 
-def _example(task: str, row: dict, number: int) -> Example:
+def _example(task: str, row: dict, number: int) -> PromptExample:
     if task == "cnndm":
-        return Example(str(row.get("id", number)), CNNDM_INSTRUCTION + row["article"].strip(),
+        return PromptExample(str(row.get("id", number)), CNNDM_INSTRUCTION + row["article"].strip(),
                        row["highlights"], row["highlights"])
     if task == "dolly":
         context = row["context"].strip()
         prompt = row["instruction"].strip() + (f"\n\n{context}" if context else "")
-        return Example(str(row.get("index", number)), prompt, None, row.get("response", ""))
+        return PromptExample(str(row.get("index", number)), prompt, None, row.get("response", ""))
     extra = row["input"].strip()
     prompt = row["instruction"].strip() + (f"\n\n{extra}" if extra else "")
-    return Example(str(number), prompt, None, row["output"])
+    return PromptExample(str(number), prompt, None, row["output"])
 
 
-def load_examples(task: str, data_dir: Path | None) -> tuple[list[Example], str]:
+def load_examples(task: str, data_dir: Path | None) -> tuple[list[PromptExample], str]:
     """Every example of `task` in source order, and where they came from."""
     get_task(task, "generation")
     rows, source = _read_rows(task, data_dir)
@@ -107,19 +98,19 @@ def load_examples(task: str, data_dir: Path | None) -> tuple[list[Example], str]
 
 
 @dataclass(frozen=True)
-class Splits:
+class PromptSplits:
     """Disjoint evaluation / calibration / training examples and a note on the training text's origin."""
 
-    eval: list[Example]
-    calib: list[Example]
-    train: list[Example]
+    eval: list[PromptExample]
+    calib: list[PromptExample]
+    train: list[PromptExample]
     source: str
     train_note: str
     files: tuple[str, ...] = ()  # the data files read (evaluation/calibration source, and Alpaca when it trains)
 
 
 def make_splits(task: str, data_dir: Path | None, n_eval: int, n_calib: int, n_train: int,
-                warn: Callable[[str], None]) -> Splits:
+                warn: Callable[[str], None]) -> PromptSplits:
     """Evaluation and calibration from the head of the task's data; training text from the tail of Alpaca for
     dolly/alpaca (the paper trains on Alpaca), of the CNN/DM file for cnndm. Without Alpaca at hand, dolly trains
     on its own held-apart prompts (text only) and says so through `warn` (one line)."""
@@ -144,5 +135,5 @@ def make_splits(task: str, data_dir: Path | None, n_eval: int, n_calib: int, n_t
     if len(pool) < n_train:
         raise UserError(f"{task}: only {len(pool)} training records available, need {n_train}")
     train = pool[len(pool) - n_train:] if n_train else []
-    return Splits(held[:n_eval], held[n_eval:], train, source, note,
+    return PromptSplits(held[:n_eval], held[n_eval:], train, source, note,
                   tuple(s for s in dict.fromkeys(sources) if Path(s).is_file()))

