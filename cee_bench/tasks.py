@@ -1,8 +1,9 @@
 """The task registry, both kinds: where each task's data comes from and how it is scored.
 
 A task is pure description (files, columns, label names, metrics) with a `kind` — "classification" (GLUE, read by
-`data.py`) or "generation" (prompts, read by `generation/tasks.py`) — like lm-evaluation-harness's `output_type`:
-the kind picks the recipe `cee-bench run` hands the task to and the methods it accepts. Label ids follow the Hugging
+`classification/data.py`) or "generation" (prompts, read by `generation/tasks.py`) — like lm-evaluation-harness's
+`output_type`: the kind picks the recipe `cee-bench run` hands the task to (`runner.RECIPES`) and the methods it
+accepts. Label ids follow the Hugging
 Face `nyu-mll/glue` datasets, so a model trained on local TSV files and one trained on the hub data agree.
 """
 
@@ -68,8 +69,6 @@ CLASSIFICATION_TASKS: dict[str, Task] = {
 }
 
 
-
-
 @dataclass(frozen=True)
 class GenerationTask:
     """One generation task: its local file (under the data folder), hub dataset (id, config, split), the fields every
@@ -100,7 +99,6 @@ TASKS: dict[str, Task | GenerationTask] = {**CLASSIFICATION_TASKS, **{
                        ("instruction", "input", "output"), gold=False),
     )
 }}
-KINDS = ("classification", "generation")
 
 
 def task_names(kind: str) -> tuple[str, ...]:

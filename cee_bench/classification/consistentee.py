@@ -63,7 +63,6 @@ from cee_bench.training import Stage
 
 POLICY_HIDDEN = 32
 EXIT_THRESHOLD = 0.5
-REWARDS = ("hardness", "vanilla")
 CONVERGENCE = ("after each round r >= 2: stop when the held-out exit-layer distribution moved by <= exit_tolerance "
                "(total variation) and the held-out main score (accuracy; F1 on MRPC/QQP) by <= score_tolerance since "
                "round r-1; always stop after max_rounds rounds")

@@ -33,12 +33,3 @@ def layer_figures(exit_layers: np.ndarray, num_layers: int) -> dict[str, float]:
     mean_exit = float(np.asarray(exit_layers).mean()) if len(exit_layers) else float(num_layers)
     return {"mean_exit_layer": mean_exit, "saved_layers": 1.0 - mean_exit / num_layers,
             "layer_speedup": num_layers / mean_exit}
-
-
-def area_under_curve(points: list[tuple[float, float]]) -> float:
-    """BERxiT's summary: area under the piecewise-linear score vs mean-exit-layer curve, normalised by its span."""
-    pts = sorted(set(points))
-    if len(pts) < 2:
-        return pts[0][1] if pts else 0.0
-    xs, ys = np.array([p[0] for p in pts]), np.array([p[1] for p in pts])
-    return float(np.trapezoid(ys, xs) / (xs[-1] - xs[0]))
