@@ -14,7 +14,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
     """pytest-benchmark's machine record, plus what the timings also depend on: torch, and the GPU when timed on one
-    (`cee-bench bench` keys each baseline by this record)."""
+    (`cee-bench bench` keys each saved run by this record)."""
     import torch
 
     machine_info["torch"] = torch.__version__

@@ -33,13 +33,13 @@ from typing import Any, Callable
 import pytest
 import torch
 
-from cee_bench import bench
 from cee_bench.classification import curve
 from cee_bench.classification.exits import ExitRule, simulate
 from cee_bench.classification.method import Method, build_model
 from cee_bench.classification.multiexit import MultiExitModel
 from cee_bench.classification.runtime import early_exit
 from cee_bench.classification.trace import Trace, compute_trace
+from cee_bench.gate import workload
 from cee_bench.registry import get_method, method_names
 from cee_bench.tasks import get_task
 
@@ -96,28 +96,28 @@ def rounds(request: pytest.FixtureRequest) -> dict[object, int]:
 
 @pytest.fixture(scope="session")
 def data():
-    return bench.fixed_inputs()
+    return workload.fixed_inputs()
 
 
 @pytest.fixture(scope="session")
 def batches(data, device: torch.device) -> dict[int, list[Batch]]:
-    """The timed inputs: the first `bench.B1_INPUTS` one by one, and all of them as one padded batch of 32."""
+    """The timed inputs: the first `workload.B1_INPUTS` one by one, and all of them as one padded batch of 32."""
     def tensors(rows: list[int]) -> Batch:
         return {k: v.to(device) for k, v in data.collate(rows).items() if k in ("input_ids", "attention_mask")}
 
-    return {1: [tensors([i]) for i in range(bench.B1_INPUTS)], 32: [tensors(list(range(len(data))))]}
+    return {1: [tensors([i]) for i in range(workload.B1_INPUTS)], 32: [tensors(list(range(len(data))))]}
 
 
 @pytest.fixture(scope="session")
 def operating_point(data, device: torch.device) -> Callable[[str], OperatingPoint]:
     """`operating_point(name)`: the method's model on `device` and the grid value giving a mid-range exit layer."""
-    encoder = bench.build_backbone()
+    encoder = workload.build_backbone()
 
     @functools.cache
     def build(name: str) -> OperatingPoint:
         method = get_method(name)
-        model = build_model(method, encoder, TASK, POOLING, bench.SEED)
-        torch.manual_seed(bench.SEED)
+        model = build_model(method, encoder, TASK, POOLING, workload.SEED)
+        torch.manual_seed(workload.SEED)
         for classifier in model.heads.classifiers:
             torch.nn.init.normal_(classifier.weight, std=HEAD_STD)
         model = model.to(device).eval()
@@ -140,7 +140,7 @@ def paired(benchmark, device: torch.device, target: Callable[[], object], refere
     """Time `target` with pytest-benchmark, timing `reference` just before every round (pedantic's setup, which is
     not timed); the per-round reference times go in `extra_info`, where `cee-bench bench` pairs them with the
     rounds of pytest-benchmark's JSON output. `machine_independent`: target and reference run the same work, so
-    their ratio transfers to another CPU (bench_baseline.Figures)."""
+    their ratio transfers to another CPU (`cee_bench.gate.saved_run.Figures`)."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     def synced(fn: Callable[[], object]) -> Callable[[], None]:
@@ -214,9 +214,9 @@ def test_decode_step(benchmark, device, rounds) -> None:
     calm = pytest.importorskip("baselines.calm")
     from cee_bench.generation.model import MultiExitLM, every_layer
 
-    mlm = MultiExitLM(bench.build_decoder().to(device), every_layer(bench.DECODER_CONFIG["num_hidden_layers"]))
-    prompt = torch.randint(3, bench.DECODER_CONFIG["vocab_size"], (1, PROMPT_TOKENS),
-                           generator=torch.Generator().manual_seed(bench.SEED)).to(device)
+    mlm = MultiExitLM(workload.build_decoder().to(device), every_layer(workload.DECODER_CONFIG["num_hidden_layers"]))
+    prompt = torch.randint(3, workload.DECODER_CONFIG["vocab_size"], (1, PROMPT_TOKENS),
+                           generator=torch.Generator().manual_seed(workload.SEED)).to(device)
     greedy = decoding.Decoding(greedy=True)
 
     def generate(rule: Any):

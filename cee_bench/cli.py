@@ -241,8 +241,8 @@ def list_() -> None:
     console.print(gen_presets)
 
 
-from cee_bench.bench import bench_command  # noqa: E402  (typer and rich only: --help stays instant)
 from cee_bench.classification.analysis import analyze_app  # noqa: E402  (torch is imported inside its commands)
+from cee_bench.gate.command import bench_command  # noqa: E402  (typer and rich only: --help stays instant)
 
 app.command("bench")(bench_command)
 app.add_typer(analyze_app, name="analyze")

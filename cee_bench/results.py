@@ -47,8 +47,8 @@ def write_json(path: Path, record: dict[str, Any]) -> Path:
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     """Create `path` through `write(tmp)` on a temp file in the same folder, synced, then renamed over `path`: readers
-    see the old file or the new one, never half of one (records, the model store and the bench baselines all write
-    through here)."""
+    see the old file or the new one, never half of one (records, the model store and the latency gate's saved runs all
+    write through here)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

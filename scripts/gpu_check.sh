@@ -57,7 +57,7 @@ timeout 240 $CEE "${RUN[@]}" --output-dir "$OUT_DIR/results"; echo "run: exit $?
 if [ "$DEVICE" = cuda ]; then
   step "cee-bench bench --device cuda --save"
   timeout 180 $CEE bench --device cuda --save --runs 3; echo "bench: exit $?"
-  cp benchmarks/baselines/*cuda*.json "$OUT_DIR/"
+  cp benchmarks/saved_runs/*cuda*.json "$OUT_DIR/"
 fi
 
 if [ "$GPUS" -ge 2 ]; then

@@ -1,9 +1,9 @@
 """The latency gate's contract (issues 6 and 14): injected slowdowns fail it, unchanged code passes it, a benchmark that
-looks regressed is rerun before it fails, another machine's baseline gates only what transfers, and bad input is one
+looks regressed is rerun before it fails, another machine's saved run gates only what transfers, and bad input is one
 line and exit code 2 before anything is timed.
 
 The timing tests run a reduced suite (PABEE's early exit at batch 1 and 32 and its sweep; about a minute on an idle
-machine) in this process, so the slowdowns they inject (`cee_bench.bench_slowdown`: a 25% slower
+machine) in this process, so the slowdowns they inject (`benchmarks/slowdown.py`: a 25% slower
 early-exit path through `runtime.row_hook`, a sweep replayed twice) are the ones the suite runs with.
 """
 
@@ -14,56 +14,57 @@ import os
 from pathlib import Path
 
 import pytest
+import slowdown  # benchmarks/slowdown.py: test-only support beside the suite (tests/gate/conftest.py)
 
-from cee_bench import bench, bench_baseline, bench_slowdown
 from cee_bench.classification import curve, runtime
-from cee_bench.bench_baseline import Baseline, Entry, Figures, Machine
+from cee_bench.gate import command, compare, saved_run, suite, workload
+from cee_bench.gate.saved_run import Entry, Figures, Machine, SavedRun
 
 SUBSET = "pabee and (early_exit or sweep)"
 EARLY_EXIT = {"early_exit[pabee-b1]", "early_exit[pabee-b32]"}
 SWEEP = "sweep[pabee]"
 SLOWDOWN = 0.25
-BASELINE_RUNS = 3
-# A run's early-exit figures sit up to ±5% from a 3-run baseline's median even on an idle machine, so a 25% slowdown
+SAVED_RUNS = 3
+# A run's early-exit figures sit up to ±5% from a 3-run saved run's median even on an idle machine, so a 25% slowdown
 # against the default 20% floor would be caught or missed by that noise alone (the full suite against the committed
-# 5-run baseline, at the default floor, is in the README). The tests gate at a 15% floor, which leaves the noise room,
+# 5-run saved run, at the default floor, is in the README). The tests gate at a 15% floor, which leaves the noise room,
 # and time three times the rounds, as the gate's reruns do.
 THRESHOLD = "15"
-ROUNDS_SCALE = bench.RERUN_ROUNDS_SCALE
+ROUNDS_SCALE = suite.RERUN_ROUNDS_SCALE
 HERE = Machine("AMD EPYC", 2)
 ELSEWHERE = Machine("Intel(R) Xeon(R) Processor", 2)
 
 
-def verdicts(rows: list[bench.Row]) -> dict[str, str]:
+def verdicts(rows: list[compare.Row]) -> dict[str, str]:
     return {row.name: row.verdict for row in rows}
 
 
-def gate(baseline: Baseline, figures: dict[str, Figures]) -> list[bench.Row]:
+def gate(saved: SavedRun, figures: dict[str, Figures]) -> list[compare.Row]:
     """The gate as `cee-bench bench` runs it: compare, then rerun what looks regressed (under the same hooks)."""
-    threshold = bench.parse_threshold(THRESHOLD)
-    rows = bench.compare(figures, baseline, threshold)
-    return bench.confirm(rows, lambda names: bench.rerun("cpu", names), baseline, threshold, True)
+    threshold = command.parse_threshold(THRESHOLD)
+    rows = compare.compare(figures, saved, threshold)
+    return compare.confirm(rows, lambda names: suite.rerun("cpu", names), saved, threshold, True)
 
 
 @pytest.fixture(scope="module")
 def measured() -> dict[str, object]:
-    """A baseline from `BASELINE_RUNS` runs of the subset; the gate's rows for an unchanged run and a slowed one."""
+    """A saved run from `SAVED_RUNS` runs of the subset; the gate's rows for an unchanged run and a slowed one."""
     load = os.getloadavg()[0]
     # one untimed run first: the first suite run in a process is slower (imports, allocator, caches), which would put
-    # the baseline above every later run and hide part of the slowdown injected below
-    bench.run_suite("cpu", keyword=SUBSET)
-    entries, last = bench.measure("cpu", BASELINE_RUNS, keyword=SUBSET, rounds_scale=ROUNDS_SCALE)
-    baseline = Baseline(bench.BACKBONE, "cpu", last.machine_info, last.commit_info, entries, runs=BASELINE_RUNS)
-    now = bench.run_suite("cpu", keyword=SUBSET, rounds_scale=ROUNDS_SCALE).figures
-    unchanged = gate(baseline, now)
-    # calibrated on the baseline's medians, not on `now` alone: one run's early-exit time strays by up to ±10%,
+    # the saved run above every later run and hide part of the slowdown injected below
+    suite.run_suite("cpu", keyword=SUBSET)
+    entries, last = suite.measure("cpu", SAVED_RUNS, keyword=SUBSET, rounds_scale=ROUNDS_SCALE)
+    saved = SavedRun(workload.BACKBONE, "cpu", last.machine_info, last.commit_info, entries, runs=SAVED_RUNS)
+    now = suite.run_suite("cpu", keyword=SUBSET, rounds_scale=ROUNDS_SCALE).figures
+    unchanged = gate(saved, now)
+    # calibrated on the saved run's medians, not on `now` alone: one run's early-exit time strays by up to ±10%,
     # which would inject that much less (or more) than the 25% the assertions are about
-    hook = bench_slowdown.rows_slower(SLOWDOWN, calibration={name: entry.figures for name, entry in entries.items()})
+    hook = slowdown.rows_slower(SLOWDOWN, calibration={name: entry.figures for name, entry in entries.items()})
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(runtime, "row_hook", hook)
-        patch.setattr(curve, "sweep", bench_slowdown.twice(curve.sweep))
-        slowed = gate(baseline, bench.run_suite("cpu", keyword=SUBSET, rounds_scale=ROUNDS_SCALE).figures)
-    return {"baseline": baseline, "unchanged": unchanged, "slowed": slowed, "load": max(load, os.getloadavg()[0])}
+        patch.setattr(curve, "sweep", slowdown.twice(curve.sweep))
+        slowed = gate(saved, suite.run_suite("cpu", keyword=SUBSET, rounds_scale=ROUNDS_SCALE).figures)
+    return {"saved": saved, "unchanged": unchanged, "slowed": slowed, "load": max(load, os.getloadavg()[0])}
 
 
 def test_a_quarter_slower_early_exit_fails_at_batch_1_and_32(measured):
@@ -73,7 +74,7 @@ def test_a_quarter_slower_early_exit_fails_at_batch_1_and_32(measured):
     rows = {row.name: row for row in measured["slowed"]}
     assert {name: rows[name].verdict for name in EARLY_EXIT} == dict.fromkeys(EARLY_EXIT, "REGRESSED"), \
         [(row.name, row.change, row.reruns, row.allowance) for row in rows.values()]
-    assert all(len(rows[name].reruns) == bench.CONFIRMATIONS for name in EARLY_EXIT)
+    assert all(len(rows[name].reruns) == compare.CONFIRMATIONS for name in EARLY_EXIT)
     # the slowdown is in the early-exit path only: the exits did not move
     assert all(rows[name].now.mean_exit_layer == rows[name].base.figures.mean_exit_layer for name in EARLY_EXIT)
 
@@ -88,13 +89,13 @@ def test_unchanged_code_passes(measured):
     assert set(verdicts(measured["unchanged"]).values()) <= {"ok", "ok (rerun)", "faster"}
 
 
-def test_the_baseline_records_spreads_and_pytest_benchmarks_machine(measured):
-    baseline = measured["baseline"]
-    assert set(baseline.entries) == EARLY_EXIT | {SWEEP}
-    assert all(len(entry.runs) == BASELINE_RUNS and entry.spread >= 0 for entry in baseline.entries.values())
-    assert baseline.machine_info["cpu"]["brand_raw"] and baseline.machine_info["torch"]
-    assert "dirty" in baseline.commit_info
-    assert baseline.machine == bench_baseline.this_machine("cpu")
+def test_the_saved_run_records_spreads_and_pytest_benchmarks_machine(measured):
+    saved = measured["saved"]
+    assert set(saved.entries) == EARLY_EXIT | {SWEEP}
+    assert all(len(entry.runs) == SAVED_RUNS and entry.spread >= 0 for entry in saved.entries.values())
+    assert saved.machine_info["cpu"]["brand_raw"] and saved.machine_info["torch"]
+    assert "dirty" in saved.commit_info
+    assert saved.machine == saved_run.this_machine("cpu")
 
 
 # --- the gate's logic on made-up figures (no timing) ---
@@ -108,9 +109,9 @@ def entry(normalised: float, spread: float = 0.0, independent: bool = True) -> E
     return Entry(fig(normalised, independent), spread=spread, runs=(normalised,))
 
 
-def baseline_of(machine: Machine = HERE, **entries: Entry) -> Baseline:
+def saved_run_of(machine: Machine = HERE, **entries: Entry) -> SavedRun:
     info = {"cpu": {"brand_raw": machine.cpu, "count": machine.cores}}
-    return Baseline(bench.BACKBONE, "cpu", info, {"id": "abc", "dirty": False}, entries, runs=5)
+    return SavedRun(workload.BACKBONE, "cpu", info, {"id": "abc", "dirty": False}, entries, runs=5)
 
 
 def test_entry_is_the_median_run_and_its_median_absolute_deviation():
@@ -119,36 +120,36 @@ def test_entry_is_the_median_run_and_its_median_absolute_deviation():
 
 
 def test_allowance_is_the_threshold_or_a_multiple_of_the_spread():
-    old = baseline_of(quiet=entry(1.0, 0.02), noisy=entry(1.0, 0.1))
-    rows = {row.name: row for row in bench.compare({"quiet": fig(1.25), "noisy": fig(1.25)}, old, 0.2)}
+    old = saved_run_of(quiet=entry(1.0, 0.02), noisy=entry(1.0, 0.1))
+    rows = {row.name: row for row in compare.compare({"quiet": fig(1.25), "noisy": fig(1.25)}, old, 0.2)}
     assert rows["quiet"].allowance == 0.2 and rows["quiet"].verdict == "REGRESSED"
-    assert rows["noisy"].allowance == pytest.approx(bench.SPREAD_FACTOR * 0.1) and rows["noisy"].allowance > 0.25
+    assert rows["noisy"].allowance == pytest.approx(compare.SPREAD_FACTOR * 0.1) and rows["noisy"].allowance > 0.25
     assert rows["noisy"].verdict == "ok"
 
 
 def test_compare_marks_new_missing_and_faster_benchmarks():
-    old = baseline_of(a=entry(1.0), b=entry(1.0), gone=entry(1.0))
-    rows = bench.compare({"a": fig(1.1), "b": fig(0.5), "new": fig(1.0)}, old, 0.25)
+    old = saved_run_of(a=entry(1.0), b=entry(1.0), gone=entry(1.0))
+    rows = compare.compare({"a": fig(1.1), "b": fig(0.5), "new": fig(1.0)}, old, 0.25)
     assert verdicts(rows) == {"a": "ok", "b": "faster", "gone": "not run", "new": "new"}
 
 
 def test_another_cpu_gates_only_machine_independent_ratios():
-    old = baseline_of(ELSEWHERE, ee=entry(1.0), sweep=entry(1.0, independent=False))
-    rows = bench.compare({"ee": fig(2.0), "sweep": fig(2.0, independent=False)}, old, 0.2, same_machine=False)
+    old = saved_run_of(ELSEWHERE, ee=entry(1.0), sweep=entry(1.0, independent=False))
+    rows = compare.compare({"ee": fig(2.0), "sweep": fig(2.0, independent=False)}, old, 0.2, same_machine=False)
     assert verdicts(rows) == {"ee": "REGRESSED", "sweep": "other CPU"}
 
 
 @pytest.mark.parametrize("reruns, verdict", [([1.3, 1.3], "REGRESSED"), ([1.0], "ok (rerun)"),
                                              ([1.3, 1.0], "ok (rerun)")])
 def test_a_suspect_is_rerun_alone_and_fails_only_if_every_rerun_regresses(reruns, verdict):
-    old = baseline_of(slow=entry(1.0), fine=entry(1.0))
+    old = saved_run_of(slow=entry(1.0), fine=entry(1.0))
     asked = []
 
     def rerun(names: list[str]) -> dict[str, Figures]:
         asked.append(names)
         return {"slow": fig(reruns[len(asked) - 1])}
 
-    rows = bench.confirm(bench.compare({"slow": fig(1.3), "fine": fig(1.0)}, old, 0.2), rerun, old, 0.2, True)
+    rows = compare.confirm(compare.compare({"slow": fig(1.3), "fine": fig(1.0)}, old, 0.2), rerun, old, 0.2, True)
     assert verdicts(rows) == {"slow": verdict, "fine": "ok"}
     assert asked == [["slow"]] * len(reruns)
     assert next(row for row in rows if row.name == "slow").reruns == pytest.approx([r - 1 for r in reruns])
@@ -159,32 +160,32 @@ def test_machine_slug_names_the_cpu_and_its_cores():
     assert Machine("x", 1, gpu="NVIDIA H200").slug == "nvidia-h200-cuda"
 
 
-def test_default_baseline_is_this_machines_else_another_committed_one(monkeypatch, tmp_path):
-    monkeypatch.setattr(bench_baseline, "BASELINE_DIR", tmp_path)
-    assert bench_baseline.default_path("cpu", HERE, saving=False) == tmp_path / "amd-epyc-2cpu.json"
+def test_default_saved_run_is_this_machines_else_another_committed_one(monkeypatch, tmp_path):
+    monkeypatch.setattr(saved_run, "SAVED_RUNS_DIR", tmp_path)
+    assert saved_run.default_path("cpu", HERE, saving=False) == tmp_path / "amd-epyc-2cpu.json"
     (tmp_path / "intel-xeon-processor-2cpu.json").write_text("{}")
     (tmp_path / "nvidia-h200-cuda.json").write_text("{}")
-    assert bench_baseline.default_path("cpu", HERE, saving=False).name == "intel-xeon-processor-2cpu.json"
-    assert bench_baseline.default_path("cpu", HERE, saving=True).name == "amd-epyc-2cpu.json"
-    assert bench_baseline.default_path("cuda", Machine("x", 1, "NVIDIA H200"), saving=False).name == \
+    assert saved_run.default_path("cpu", HERE, saving=False).name == "intel-xeon-processor-2cpu.json"
+    assert saved_run.default_path("cpu", HERE, saving=True).name == "amd-epyc-2cpu.json"
+    assert saved_run.default_path("cuda", Machine("x", 1, "NVIDIA H200"), saving=False).name == \
         "nvidia-h200-cuda.json"
 
 
 # --- the command, with the suite replaced by canned runs ---
 
-def canned(figures: dict[str, Figures]) -> bench.SuiteRun:
+def canned(figures: dict[str, Figures]) -> suite.SuiteRun:
     info = {"cpu": {"brand_raw": HERE.cpu, "count": HERE.cores}, "torch": "x"}
-    return bench.SuiteRun(figures, info, {"id": "abc", "dirty": True})
+    return suite.SuiteRun(figures, info, {"id": "abc", "dirty": True})
 
 
 @pytest.fixture
 def here(monkeypatch):
     """The command believes it runs on `HERE`."""
-    monkeypatch.setattr(bench_baseline, "this_machine", lambda device: HERE)
+    monkeypatch.setattr(saved_run, "this_machine", lambda device: HERE)
 
 
 def saved(path: Path, machine: Machine = HERE, **entries: Entry) -> Path:
-    bench_baseline.save(path, baseline_of(machine, **entries))
+    saved_run.save(path, saved_run_of(machine, **entries))
     return path
 
 
@@ -196,45 +197,45 @@ def saved(path: Path, machine: Machine = HERE, **entries: Entry) -> Path:
 def test_the_command_exits_1_on_a_confirmed_regression_only(monkeypatch, tmp_path, here, cli, now, reruns, code,
                                                             message):
     path = saved(tmp_path / "b.json", ee=entry(1.0, 0.05))
-    monkeypatch.setattr(bench, "run_suite", lambda device, keyword=None, names=None, rounds_scale=1:
+    monkeypatch.setattr(suite, "run_suite", lambda device, keyword=None, names=None, rounds_scale=1:
                         canned({"ee": fig(reruns.pop(0) if names else now)}))
     got, out, _ = cli("bench", "--baseline", str(path))
     assert got == code and message in out and not reruns
     assert "allowance" in out and "20%" in out
 
 
-def test_save_writes_this_machines_baseline_from_several_runs(monkeypatch, tmp_path, here, cli):
-    monkeypatch.setattr(bench_baseline, "BASELINE_DIR", tmp_path)
+def test_save_writes_this_machines_saved_run_from_several_runs(monkeypatch, tmp_path, here, cli):
+    monkeypatch.setattr(saved_run, "SAVED_RUNS_DIR", tmp_path)
     values = [1.0, 1.1, 0.9]
-    monkeypatch.setattr(bench, "run_suite", lambda *_, **__: canned({"ee": fig(values.pop())}))
+    monkeypatch.setattr(suite, "run_suite", lambda *_, **__: canned({"ee": fig(values.pop())}))
     assert cli("bench", "--save", "--runs", "3")[0] == 0
     raw = json.loads((tmp_path / "amd-epyc-2cpu.json").read_text())
     assert raw["runs"] == 3 and raw["commit_info"]["dirty"] is True and raw["machine_info"]["torch"] == "x"
     assert raw["benchmarks"]["ee"]["normalised"] == 1.0 and raw["benchmarks"]["ee"]["spread"] == pytest.approx(0.1)
-    monkeypatch.setattr(bench, "run_suite", lambda *_, **__: canned({"ee": fig(1.0)}))
+    monkeypatch.setattr(suite, "run_suite", lambda *_, **__: canned({"ee": fig(1.0)}))
     assert cli("bench")[0] == 0
 
 
-def test_another_machines_baseline_says_so_in_one_line_and_skips_sweeps(monkeypatch, tmp_path, here, cli):
+def test_another_machines_saved_run_says_so_in_one_line_and_skips_sweeps(monkeypatch, tmp_path, here, cli):
     path = saved(tmp_path / "b.json", ELSEWHERE, ee=entry(1.0), sweep=entry(1.0, independent=False))
     now = {"ee": fig(1.0), "sweep": fig(3.0, independent=False)}
-    monkeypatch.setattr(bench, "run_suite", lambda *_, **__: canned(now))
+    monkeypatch.setattr(suite, "run_suite", lambda *_, **__: canned(now))
     code, out, _ = cli("bench", "--baseline", str(path))
     notice = [line for line in out.splitlines() if "was recorded on Intel(R) Xeon(R) Processor (2 cores)" in line]
     assert code == 0 and len(notice) == 1 and "gating only the machine-independent ratios" in notice[0]
     assert "other CPU" in out
 
 
-def test_strict_refuses_another_machines_baseline(monkeypatch, tmp_path, here, cli):
+def test_strict_refuses_another_machines_saved_run(monkeypatch, tmp_path, here, cli):
     path = saved(tmp_path / "b.json", ELSEWHERE, ee=entry(1.0))
-    monkeypatch.setattr(bench, "run_suite", lambda *a, **k: pytest.fail("the suite ran under --strict"))
+    monkeypatch.setattr(suite, "run_suite", lambda *a, **k: pytest.fail("the suite ran under --strict"))
     code, _, err = cli("bench", "--strict", "--baseline", str(path))
     assert code == 2 and "--strict refuses" in err and len(err.strip().splitlines()) == 1
 
 
 # --- bad input: one line, exit 2, nothing timed ---
 
-def write_baseline(path: Path, **changes: object) -> Path:
+def write_saved_run(path: Path, **changes: object) -> Path:
     record = json.loads(saved(path, ee=entry(1.1, 0.05)).read_text())
     path.write_text(json.dumps({**record, **changes}))
     return path
@@ -247,16 +248,16 @@ OLD_FORMAT = {"format": 1, "benchmarks": {"ee": {"normalised": 1.1, "ratio": 0.5
     (lambda p: p, "no baseline at"),
     (lambda p: p.write_text("{not json") and p, "is corrupt"),
     (lambda p: p.write_text("[]") and p, "is corrupt"),
-    (lambda p: write_baseline(p, format=99), "is corrupt"),
-    (lambda p: write_baseline(p, **OLD_FORMAT), "old format without per-benchmark spreads; re-save it"),
-    (lambda p: write_baseline(p, benchmarks={"x": {**vars(fig(-1)), "spread": 0.1, "runs": [1]}}), "is corrupt"),
-    (lambda p: write_baseline(p, benchmarks={"x": {**vars(fig(1)), "runs": [1]}}), "is corrupt"),
-    (lambda p: write_baseline(p, benchmarks={"x": {"nonsense": 1}}), "is corrupt"),
-    (lambda p: write_baseline(p, backbone="bert-base-uncased"), "recorded on backbone 'bert-base-uncased'"),
-    (lambda p: write_baseline(p, device="cuda"), "recorded on cuda, but this run is on cpu"),
+    (lambda p: write_saved_run(p, format=99), "is corrupt"),
+    (lambda p: write_saved_run(p, **OLD_FORMAT), "old format without per-benchmark spreads; re-save it"),
+    (lambda p: write_saved_run(p, benchmarks={"x": {**vars(fig(-1)), "spread": 0.1, "runs": [1]}}), "is corrupt"),
+    (lambda p: write_saved_run(p, benchmarks={"x": {**vars(fig(1)), "runs": [1]}}), "is corrupt"),
+    (lambda p: write_saved_run(p, benchmarks={"x": {"nonsense": 1}}), "is corrupt"),
+    (lambda p: write_saved_run(p, backbone="bert-base-uncased"), "recorded on backbone 'bert-base-uncased'"),
+    (lambda p: write_saved_run(p, device="cuda"), "recorded on cuda, but this run is on cpu"),
 ])
-def test_bad_baseline_is_one_line_exit_2_before_any_timing(monkeypatch, tmp_path, here, setup, message, cli):
-    monkeypatch.setattr(bench, "run_suite", lambda *a, **k: pytest.fail("the suite ran on a bad baseline"))
+def test_bad_saved_run_is_one_line_exit_2_before_any_timing(monkeypatch, tmp_path, here, setup, message, cli):
+    monkeypatch.setattr(suite, "run_suite", lambda *a, **k: pytest.fail("the suite ran on a bad saved run"))
     path = setup(tmp_path / "baseline.json")
     code, _, err = cli("bench", "--baseline", str(path))
     assert code == 2 and message in err and "Traceback" not in err
@@ -276,27 +277,27 @@ def test_bad_baseline_is_one_line_exit_2_before_any_timing(monkeypatch, tmp_path
     (["--device", "tpu"], "unknown device 'tpu'"),
 ])
 def test_bad_flag_is_one_line_exit_2(monkeypatch, tmp_path, here, args, message, cli):
-    monkeypatch.setattr(bench, "run_suite", lambda *a, **k: pytest.fail("the suite ran on a bad flag"))
-    code, _, err = cli("bench", *args, "--baseline", str(write_baseline(tmp_path / "b.json")))
+    monkeypatch.setattr(suite, "run_suite", lambda *a, **k: pytest.fail("the suite ran on a bad flag"))
+    code, _, err = cli("bench", *args, "--baseline", str(write_saved_run(tmp_path / "b.json")))
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("module", ["pytest_benchmark", "pytest"])
 def test_missing_pytest_names_the_extra_to_install(monkeypatch, tmp_path, here, module, cli):
-    monkeypatch.setattr(bench, "run_suite", lambda *a, **k: pytest.fail("the suite ran without pytest"))
-    real = bench.find_spec
-    monkeypatch.setattr(bench, "find_spec", lambda name: None if name == module else real(name))
-    code, _, err = cli("bench", "--baseline", str(write_baseline(tmp_path / "b.json")))
+    monkeypatch.setattr(suite, "run_suite", lambda *a, **k: pytest.fail("the suite ran without pytest"))
+    real = suite.find_spec
+    monkeypatch.setattr(suite, "find_spec", lambda name: None if name == module else real(name))
+    code, _, err = cli("bench", "--baseline", str(write_saved_run(tmp_path / "b.json")))
     assert code == 2 and "pip install 'cee-bench[bench]'" in err and len(err.strip().splitlines()) == 1
 
 
 def test_threshold_accepts_a_percent_sign():
-    assert bench.parse_threshold("25%") == bench.parse_threshold("25") == 0.25
+    assert command.parse_threshold("25%") == command.parse_threshold("25") == 0.25
 
 
-def test_committed_baselines_match_the_suite():
-    paths = sorted(bench_baseline.BASELINE_DIR.glob("*.json"))
-    assert paths, "no committed baseline"
+def test_committed_saved_runs_match_the_suite():
+    paths = sorted(saved_run.SAVED_RUNS_DIR.glob("*.json"))
+    assert paths, "no committed saved run"
     for path in paths:
-        baseline = bench_baseline.load(path, "cuda" if path.stem.endswith("-cuda") else "cpu", bench.BACKBONE)
-        assert path.stem == baseline.machine.slug and baseline.runs >= 5 and baseline.entries
+        saved = saved_run.load(path, "cuda" if path.stem.endswith("-cuda") else "cpu", workload.BACKBONE)
+        assert path.stem == saved.machine.slug and saved.runs >= 5 and saved.entries

@@ -1,9 +1,10 @@
-"""The latency gate's baseline: per-benchmark median and noise over several runs, and the machine it was recorded on.
+"""The latency gate's saved run: per-benchmark median and noise over several runs, and the machine it was recorded on
+(what the command line and its messages call the gate's *baseline*: `cee-bench bench --baseline FILE`).
 
-A baseline is only as good as its knowledge of two things the gate cannot see from one run: how much each benchmark
+A saved run is only as good as its knowledge of two things the gate cannot see from one run: how much each benchmark
 moves when nothing changed (its *spread*, measured over `--runs` suite runs), and which machine the numbers belong to
-(pytest-benchmark's own `machine_info` and `commit_info`, stored as it reported them). Baselines are kept per machine
-(`benchmarks/baselines/<machine slug>.json`) so a CI runner and a laptop each gate against their own numbers.
+(pytest-benchmark's own `machine_info` and `commit_info`, stored as it reported them). Saved runs are kept per machine
+(`benchmarks/saved_runs/<machine slug>.json`) so a CI runner and a laptop each gate against their own numbers.
 
 Format 2 (this module) adds the spreads and the machine record; a format-1 file (no spreads) is refused with a line
 that says how to re-save it rather than gated with a guessed noise.
@@ -23,8 +24,8 @@ from typing import Any
 from cee_bench.errors import UserError
 from cee_bench.results import write_json
 
-BASELINE_FORMAT = 2
-BASELINE_DIR = Path(__file__).resolve().parent.parent / "benchmarks" / "baselines"
+SAVED_RUN_FORMAT = 2
+SAVED_RUNS_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "saved_runs"
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class Figures:
 
 @dataclass(frozen=True)
 class Entry:
-    """A baseline benchmark: the run with the median normalised figure, and the noise around it."""
+    """A saved benchmark: the run with the median normalised figure, and the noise around it."""
 
     figures: Figures
     spread: float  # median absolute deviation of the runs' normalised figures, relative to their median
@@ -64,7 +65,7 @@ class Entry:
 
 @dataclass(frozen=True)
 class Machine:
-    """What a baseline's numbers belong to: CPU model and core count (and the GPU, for `--device cuda`)."""
+    """What a saved run's numbers belong to: CPU model and core count (and the GPU, for `--device cuda`)."""
 
     cpu: str
     cores: int
@@ -79,7 +80,7 @@ class Machine:
 
     @property
     def slug(self) -> str:
-        """The baseline's file stem: `amd-epyc-2cpu`, or the GPU's name and `-cuda` on a GPU."""
+        """The saved run's file stem: `amd-epyc-2cpu`, or the GPU's name and `-cuda` on a GPU."""
         def clean(text: str) -> str:
             return re.sub(r"[^a-z0-9]+", "-", re.sub(r"\((r|tm)\)", "", text.lower())).strip("-")
 
@@ -102,7 +103,7 @@ def this_machine(device: str) -> Machine:
 
 
 @dataclass
-class Baseline:
+class SavedRun:
     backbone: str
     device: str
     machine_info: dict[str, Any]
@@ -117,17 +118,17 @@ class Baseline:
 
 
 def default_path(device: str, machine: Machine, saving: bool) -> Path:
-    """This machine's baseline; when it has none (and we are not saving one), the device's committed baseline from
+    """This machine's saved run; when it has none (and we are not saving one), the device's committed saved run from
     another machine, so a new runner still gates what transfers and says so."""
-    own = BASELINE_DIR / f"{machine.slug}.json"
+    own = SAVED_RUNS_DIR / f"{machine.slug}.json"
     if saving or own.is_file():
         return own
-    others = sorted(p for p in BASELINE_DIR.glob("*.json") if p.stem.endswith("-cuda") == (device == "cuda"))
+    others = sorted(p for p in SAVED_RUNS_DIR.glob("*.json") if p.stem.endswith("-cuda") == (device == "cuda"))
     return others[0] if others else own
 
 
-def load(path: Path, device: str, backbone: str) -> Baseline:
-    """The baseline at `path`, refused (one line) when missing, unreadable, without spreads, or recorded on another
+def load(path: Path, device: str, backbone: str) -> SavedRun:
+    """The saved run at `path`, refused (one line) when missing, unreadable, without spreads, or recorded on another
     backbone or device."""
     resave = f"`cee-bench bench --save{'' if device == 'cpu' else ' --device ' + device}`"
     if not path.is_file():
@@ -139,12 +140,12 @@ def load(path: Path, device: str, backbone: str) -> Baseline:
         if raw.get("format") == 1:
             raise UserError(f"baseline {path} is in the old format without per-benchmark spreads; re-save it on the "
                             f"machine it is for with {resave} (5 runs, a few minutes) and commit it")
-        if raw.get("format") != BASELINE_FORMAT:
-            raise ValueError(f"format {raw.get('format')!r}, expected {BASELINE_FORMAT}")
+        if raw.get("format") != SAVED_RUN_FORMAT:
+            raise ValueError(f"format {raw.get('format')!r}, expected {SAVED_RUN_FORMAT}")
         entries = {name: Entry(Figures(**{k: v for k, v in entry.items() if k not in ("spread", "runs")}),
                                spread=float(entry["spread"]), runs=tuple(entry["runs"]))
                    for name, entry in raw["benchmarks"].items()}
-        baseline = Baseline(backbone=raw["backbone"], device=raw["device"], machine_info=dict(raw["machine_info"]),
+        saved = SavedRun(backbone=raw["backbone"], device=raw["device"], machine_info=dict(raw["machine_info"]),
                             commit_info=dict(raw.get("commit_info") or {}), entries=entries,
                             runs=int(raw.get("runs", 1)), created=str(raw.get("created", "?")))
         for name, entry in entries.items():
@@ -155,20 +156,20 @@ def load(path: Path, device: str, backbone: str) -> Baseline:
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise UserError(f"baseline {path} is corrupt ({type(exc).__name__}: {exc}); restore it from git or "
                         f"re-create it with {resave}") from None
-    if baseline.backbone != backbone:
-        raise UserError(f"baseline {path} was recorded on backbone '{baseline.backbone}', but the suite runs "
+    if saved.backbone != backbone:
+        raise UserError(f"baseline {path} was recorded on backbone '{saved.backbone}', but the suite runs "
                         f"'{backbone}'; re-create it with {resave}")
-    if baseline.device != device:
-        raise UserError(f"baseline {path} was recorded on {baseline.device}, but this run is on {device}; pass that "
+    if saved.device != device:
+        raise UserError(f"baseline {path} was recorded on {saved.device}, but this run is on {device}; pass that "
                         f"device's baseline or create one with `cee-bench bench --save --device {device}`")
-    return baseline
+    return saved
 
 
-def save(path: Path, baseline: Baseline) -> None:
-    """Write the baseline (atomically: an interrupted `--save` leaves the old file)."""
-    record = {"format": BASELINE_FORMAT, "backbone": baseline.backbone, "device": baseline.device,
-              "created": baseline.created, "runs": baseline.runs, "machine_info": baseline.machine_info,
-              "commit_info": baseline.commit_info,
+def save(path: Path, saved: SavedRun) -> None:
+    """Write the saved run (atomically: an interrupted `--save` leaves the old file)."""
+    record = {"format": SAVED_RUN_FORMAT, "backbone": saved.backbone, "device": saved.device,
+              "created": saved.created, "runs": saved.runs, "machine_info": saved.machine_info,
+              "commit_info": saved.commit_info,
               "benchmarks": {name: {**asdict(entry.figures), "spread": entry.spread, "runs": list(entry.runs)}
-                             for name, entry in sorted(baseline.entries.items())}}
+                             for name, entry in sorted(saved.entries.items())}}
     write_json(path, record)
