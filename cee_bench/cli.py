@@ -150,9 +150,10 @@ def report(
                                                "max_train_samples, max_eval_samples, task, method, seed."),
     bootstrap: str = typer.Option("1000", help="Paired-bootstrap resamples for the 95% intervals."),
 ) -> None:
-    """Print the Table 3 mirror of the stored results: seeds aggregated, 95% paired-bootstrap intervals, Δ vs the
-    full model; records with different settings in separate tables."""
-    from cee_bench import report as rep
+    """Print the Table 3 mirror of the stored results (and the generation table): seeds aggregated, 95%
+    paired-bootstrap intervals, Δ vs the full model; records with different settings in separate tables."""
+    from cee_bench.report import build_report, figure3, figure5, tables
+    from cee_bench.report.grouping import filter_records
     from cee_bench.results import load_results
 
     if format not in ("table", "csv", "markdown"):
@@ -164,25 +165,25 @@ def report(
     records = load_results(results_dir)
     if not records:
         raise UserError(f"no result records under {results_dir}; run `cee-bench run` first")
-    records = rep.filter_records(records, filters or [])
+    records = filter_records(records, filters or [])
     if not records:
         raise UserError(f"no result records under {results_dir} match --filter {' '.join(filters or [])}")
-    built, gen_rows = rep.build_report(records, int(bootstrap)), rep.generation_table_rows(records)
+    built = build_report(records, int(bootstrap))
     for warning in built.warnings:
         Console(stderr=True).print(warning, markup=False, highlight=False, soft_wrap=True)
     if format == "csv":
-        sys.stdout.write(rep.to_csv(built.rows + [{**r, "kind": "generation"} for r in gen_rows]))
+        sys.stdout.write(tables.to_csv(built.rows + [row for rows in built.generation for row in rows]))
     elif format == "markdown":
-        sections = ([rep.markdown(built)] if built.groups else []) + (
-            [rep.generation_markdown(gen_rows)] if gen_rows else [])
+        sections = ([tables.markdown(built)] if built.groups else []) + [
+            tables.generation_markdown(rows) for rows in built.generation]
         sys.stdout.write("\n".join(sections))
     else:
-        for table in rep.rich_tables(built):
+        for table in tables.rich_tables(built):
             console.print(table)
-        if gen_rows:
-            console.print(rep.generation_rich_table(gen_rows))
+        for rows in built.generation:
+            console.print(tables.generation_rich_table(rows))
     if plots is not None:
-        for path in [*rep.plot_curves(built, plots), *rep.plot_generation(records, plots)]:
+        for path in [*figure3.plot_curves(built, plots), *figure5.plot_generation(records, plots)]:
             console.print(f"wrote {path}")
 
 

@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 
 from cee_bench import report as rep
+from cee_bench.classification.metrics import METRICS, f1_binary
 from cee_bench.errors import UserError
 from cee_bench.intervals import PairedBootstrap, interval, metric_samples, saved_layer_samples
-from cee_bench.classification.metrics import METRICS, f1_binary
+from cee_bench.report import cells, figure3, grouping, tables
 from cee_bench.results import save_result
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 L = 6
 DISPLAY = {"full": "Full", "pabee": "PABEE", "deebert": "DeeBERT", "consistentee": "ConsistentEE"}
 
@@ -86,7 +87,7 @@ def test_a_target_not_reached_is_shown_as_not_reached():
     assert body["PABEE (≤1% loss)"]["rte acc"] == "not reached"
     assert body["PABEE (≤1% loss)"]["rte layers"] == "–" and body["PABEE (≤1% loss)"]["Avg score"] == "–"
     assert body["DeeBERT (★ no loss)"]["rte acc"].startswith(f"{100 * np.mean(preds == labels):.1f} ± ")
-    csv_rows = list(csv.DictReader(io.StringIO(rep.to_csv(report.rows))))
+    csv_rows = list(csv.DictReader(io.StringIO(tables.to_csv(report.rows))))
     kept = next(r for r in csv_rows if r["method"] == "pabee" and r["operating_point"] == "le1_loss")
     assert kept["met"] == "False" and float(kept["score"]) == pytest.approx(np.mean(worse == labels))
 
@@ -182,10 +183,10 @@ def test_two_configs_never_share_a_cell():
     assert sets[1] == {("rte", "full", 42), ("rte", "pabee", 44)}  # other stages: own table, the same full model
     assert next(c for c in report.cells[1] if c["method"] == "pabee")["delta_ci_low"] is not None
     assert [t.title for t in report.tables][-1].count("preset smoke") == 1
-    assert len(rep.filter_records(records, ["preset=smoke"])) == 1
-    assert len(rep.filter_records(records, ["max_seq_length=64", "task=sst2"])) == 1
+    assert len(grouping.filter_records(records, ["preset=smoke"])) == 1
+    assert len(grouping.filter_records(records, ["max_seq_length=64", "task=sst2"])) == 1
     with pytest.raises(UserError, match="unknown key 'nope'; known keys: backbone, model, preset"):
-        rep.filter_records(records, ["nope=1"])
+        grouping.filter_records(records, ["nope=1"])
 
 
 def test_ltt_fallback_unconverged_alpha_and_old_records_are_labelled():
@@ -206,10 +207,10 @@ def test_ltt_fallback_unconverged_alpha_and_old_records_are_labelled():
     assert any(note.startswith("‡ ConsistentEE") for note in table.notes)
     cee = next(r for r in records if r["method"] == "consistentee")
     cee["curve"][1]["threshold"] = 0.01  # the curve point of the unconverged α is marked in Figure 3
-    assert rep._seed_curves([cee])[2].tolist() == [False, True, False]
+    assert figure3._seed_curves([cee])[2].tolist() == [False, True, False]
     assert any(note.startswith("† no per-example") for note in table.notes)
     deebert = next(c for c in report.cells[0] if c["method"] == "deebert")
-    assert deebert["score_ci_low"] is None and deebert["interval_note"] == rep.NO_LOG
+    assert deebert["score_ci_low"] is None and deebert["interval_note"] == cells.NO_LOG
 
 
 def test_plots_one_png_per_task_with_fixed_colours(tmp_path):
@@ -217,9 +218,9 @@ def test_plots_one_png_per_task_with_fixed_colours(tmp_path):
     records = [_full("mrpc", labels, preds, seed=s, metric="f1") for s in (42, 43)]
     records += [_record("mrpc", "pabee", labels, {"le1_loss": (preds, np.full(len(labels), 3), True)}, seed=s,
                         metric="f1") for s in (42, 43)]
-    paths = rep.plot_curves(rep.build_report(records, resamples=20), tmp_path)
+    paths = figure3.plot_curves(rep.build_report(records, resamples=20), tmp_path)
     assert [p.name for p in paths] == ["curve_mrpc.png"] and paths[0].stat().st_size > 1000
-    assert rep.method_colour("pabee") == rep.method_colour("pabee") != rep.method_colour("deebert")
+    assert figure3.method_colour("pabee") == figure3.method_colour("pabee") != figure3.method_colour("deebert")
 
 
 def test_committed_records_render_with_intervals():
@@ -229,7 +230,7 @@ def test_committed_records_render_with_intervals():
     from cee_bench.results import load_results
 
     report = rep.build_report(load_results(ROOT / "results"), resamples=10)
-    text = rep.markdown(report)
+    text = tables.markdown(report)
     assert " ± " in text and "†" not in text and "Avg over" in text and "seeds" in text
 
 
