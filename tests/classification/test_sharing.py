@@ -1,8 +1,8 @@
-"""One training per distinct recipe and the model store (issue 10, items 1-4): shared stages give the weights each
+"""One training per distinct training key and the model store (issue 10, items 1-4): shared stages give the weights each
 method would train alone, an interrupted ConsistentEE run resumes at its round, an entry of another configuration is
 never reused, `--retrain` trains again and another `--grid` trains nothing.
 
-The harness tests run `recipes.train_method` on the tiny BERT of conftest.py (seconds); the command-line tests run
+The sharing tests run `sharing.MethodTrainer` on the tiny BERT of conftest.py (seconds); the command-line tests run
 `cee-bench run` on a tiny SST-2 subset with the packaged encoder and `smoke` stages."""
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_shared_recipes_give_the_same_weights_as_training_each_method_alone(tiny_encoder, tmp_path) -> None:
+def test_shared_trainings_give_the_same_weights_as_training_each_method_alone(tiny_encoder, tmp_path) -> None:
     """Together, through the store, each stage trains once; alone, with sharing and the store off, every method
     trains its own copy of the shared stage: the weights are bit-identical, and DeeBERT's top head is the full
     model's."""
@@ -93,7 +93,7 @@ def test_shared_recipes_give_the_same_weights_as_training_each_method_alone(tiny
     assert [t["stage"] for t in shared["deebert"].training["trained"]] == ["highway"]
 
 
-def test_paper_preset_recipes_are_not_shared_and_the_record_says_why(tiny_encoder, tmp_path) -> None:
+def test_paper_preset_trainings_are_not_shared_and_the_record_says_why(tiny_encoder, tmp_path) -> None:
     opts = RunOptions(task="sst2", preset="paper")
     for name, stage, source in (("deebert", "finetune", "full"), ("pcee-bert", "train", "pabee"),
                                 ("consistentee", "init", "pabee")):
@@ -163,7 +163,7 @@ def test_a_kill_during_consistentees_second_round_resumes_at_that_round(tiny_enc
 
 
 @pytest.mark.parametrize("change", ["seed", "pooling", "data", "stage", "backbone"])
-def test_every_part_of_a_recipe_changes_its_key(tiny_encoder, change) -> None:
+def test_every_part_of_a_training_identity_changes_its_key(tiny_encoder, change) -> None:
     def key(seed=42, pooling="cls", data=DATA, lr=1e-4, encoder=tiny_encoder) -> str:
         base = base_identity(TASK, encoder, data, pooling=pooling, seed=seed, eval_batch_size=16)
         return training_key({**base, "recipe": "full", "parents": [], "stages": {"train": {"lr": lr}}})

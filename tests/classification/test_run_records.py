@@ -15,7 +15,7 @@ import typer
 from cee_bench.classification.metrics import scores
 from cee_bench.tasks import get_task
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--preset", "smoke", "--max-train-samples", "16", "--max-eval-samples", "24", "--max-seq-length", "32",
         "--latency-examples", "2", "--quiet"]
 
