@@ -5,14 +5,14 @@ dropout and `Linear(H, C)`; the top layer's head plays the final classifier.
 Training, two stages with the same hyperparameters and a fresh AdamW each:
 1. `finetune`: the backbone and the final classifier (top pooler + top linear) on CE_L. That is the full model's
    training (the reference's final classifier reads the backbone's own pooler, as `full`'s does), so this stage *is*
-   `full`'s recipe (`shares`): trained once on `full`'s layout and carried over (`adopt`: the trained pooler becomes
+   `full`'s training (`shares`): trained once on `full`'s layout and carried over (`adopt`: the trained pooler becomes
    the top layer's, the other highways keep their copies of the pretrained pooler), its top layer bit-identical to
    the full model's whenever the stage settings agree (`smoke`, `cpu`; not `paper`, whose batch is 8 here and 32 for
    `full`);
 2. `highway`: only the highways of layers 1..L-1 (pooler + linear) on Σ_{i<L} CE_i; the backbone and the final
    classifier are frozen. The highways' inputs (each layer's [CLS] or mean vector) are computed once, in eval mode,
-   and every epoch trains on them (`cee_bench.classification.frozen`); the reference keeps the backbone's dropout on in this stage
-   (`model.train()`), so its highways see a differently perturbed input every step (see `deviations`).
+   and every epoch trains on them (`cee_bench.classification.frozen`); the reference keeps the backbone's dropout on
+   in this stage (`model.train()`), so its highways see a differently perturbed input every step (see `deviations`).
 Exit: at the first layer i < L whose prediction entropy (natural log) is below S; the top layer always answers.
 Grid: S from `scripts/eval_entropy.sh`; S = 0 is the full model, and S ≥ ln C (0.693 for two labels) exits everything
 at layer 1.

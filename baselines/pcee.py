@@ -1,7 +1,7 @@
 """PCEE-BERT, "Patient and Confident Early Exiting" (Zhang et al., NAACL-Findings 2022), METHODS.md §7.
 
 PABEE's model and training (the reference is a fork of PABEE's code: V0 = PABEE), so this class extends `Pabee` and
-changes only the exit rule, its grid and the hyperparameters; its one stage is PABEE's recipe (`shares`), trained
+changes only the exit rule, its grid and the hyperparameters; its one stage is PABEE's training (`shares`), trained
 once for both where the stage settings agree (`smoke`, `cpu`; `paper`'s differ):
 heads: the backbone's shared pooler, dropout and a `Linear(H, C)` per layer; training: Σ_i i·CE_i / Σ_i i
 (`--weights_schema asc`), every parameter trainable.

@@ -5,8 +5,9 @@ BERT-large, to bound the cost of its heavier exits — ours cost one pooler and 
 is an exit, like the other layer-wise baselines). Exit k: the backbone's shared pretrained pooler on layer k, dropout,
 `Linear(H, C)`, logits divided by a per-exit temperature T_k.
 Training: plain sum Σ_k CE_k over the exits, every parameter trainable. Then calibration: with the model frozen, each
-T_k is fitted independently to minimise NLL on the held-out split (LBFGS on log T, `cee_bench.classification.calibration`); NLL and
-ECE (15 bins) at T = 1 and at T_k go into the run's metadata (`method_meta.log.calibration`).
+T_k is fitted independently to minimise NLL on the held-out split (LBFGS on log T,
+`cee_bench.classification.calibration`); NLL and ECE (15 bins) at T = 1 and at T_k go into the run's metadata
+(`method_meta.log.calibration`).
 Exit: at the first exit k < L whose max_c softmax(z_k / T_k)_c ≥ c; the last exit always answers. Grid: c from 1
 (the full model, bar float saturation) down to 0.5 (everything exits at layer 1 on two-label tasks).
 Paper hyperparameters (jsonnet + `scripts/train_model.py`): batch 72, 2 epochs, lr from {2e-5, 3e-5, 5e-5} per run

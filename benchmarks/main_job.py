@@ -2,8 +2,8 @@
 (configs/demo.yaml: SST-2 from ../shared/data/glue, 450 training rows, 300 held-out and dev rows, 64 word pieces,
 the `cpu` preset's stages, 32 timed rows, ConsistentEE on two α), with `--methods all`.
 
-1. training steps executed by `run --methods all` ÷ steps of the distinct recipes (goal 1.0);
-2. wall time of `run --methods all` after (recipe sharing and the model store) ÷ before (both off) (goal <= 0.6);
+1. training steps executed by `run --methods all` ÷ steps of the distinct trainings (goal 1.0);
+2. wall time of `run --methods all` after (sharing of trainings and the model store) ÷ before (both off) (goal <= 0.6);
 3. a re-run with another grid for every replayed method, the store present, ÷ the first run (goal <= 0.15);
 4. full-model throughput at batch 32 ÷ batch 1 with length bucketing (goal >= 2 on CPU);
 5. realised fraction (measured wall speed-up ÷ layer speed-up) at batch 32 for PABEE and DeeBERT at their ≤1% points
@@ -11,7 +11,7 @@ the `cpu` preset's stages, 32 timed rows, ConsistentEE on two α), with `--metho
 
     .venv/bin/python benchmarks/main_job.py            # about 25 minutes on 2 cores (figure 2 trains twice)
 
-The figures come from `recipe_reuse.py` (1-3) and `length_bucketing.py` (4-5), which also run on their own.
+The figures come from `training_reuse.py` (1-3) and `length_bucketing.py` (4-5), which also run on their own.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch
 
 from cee_bench.run_config import read_config
 from length_bucketing import realised_fractions, throughput
-from recipe_reuse import GLUE, OTHER_GRIDS, Setting, regrid_ratio, steps_ratio, wall_ratio
+from training_reuse import GLUE, OTHER_GRIDS, Setting, regrid_ratio, steps_ratio, wall_ratio
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,7 +54,7 @@ def main() -> None:
         before, after = Path(tmp) / "before", Path(tmp) / "after"
         b = wall_ratio(setting, before, after)
         a = steps_ratio(setting, after, b["after_records"])
-        print(f"1. executed steps / distinct recipe steps: {a['executed_steps']} / {a['distinct_recipe_steps']} = "
+        print(f"1. executed steps / distinct training steps: {a['executed_steps']} / {a['distinct_training_steps']} = "
               f"{a['ratio']:.2f} (goal 1.0); per method: "
               + ", ".join(f"{m} {n}" for m, n in a["per_method_steps"].items()))
         print(f"2. wall time after / before: {b['after_seconds']:.0f} s / {b['before_seconds']:.0f} s = "

@@ -1,9 +1,9 @@
 """What ConsistentEE's policy stage (step 3) costs, in units of one backbone pass over the training set.
 
-Because backbone and classifiers are frozen in step 3, `cee_bench.classification.consistentee` computes the training set's pooled
-states and per-layer CE once per round and runs every policy epoch and all K trajectories on that cache. The
-reference code instead runs K dropout-perturbed backbone passes per batch, every epoch; its cost is extrapolated here
-from a few timed K-tiled batches. Goal: cached policy stage <= 1.5x one backbone pass.
+Because backbone and classifiers are frozen in step 3, `cee_bench.classification.consistentee` computes the training
+set's pooled states and per-layer CE once per round and runs every policy epoch and all K trajectories on that cache.
+The reference code instead runs K dropout-perturbed backbone passes per batch, every epoch; its cost is extrapolated
+here from a few timed K-tiled batches. Goal: cached policy stage <= 1.5x one backbone pass.
 
     .venv/bin/python benchmarks/policy_stage_cost.py --task rte --data-dir ../shared/data/glue --max-train-samples 400
 """

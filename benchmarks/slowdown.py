@@ -2,9 +2,9 @@
 it slows (`tests/gate/` and `gate_sensitivity.py` import it), not part of the package.
 
 - `rows_slower(fraction, calibration)`: a `cee_bench.classification.runtime.row_hook` that busy-waits, at every
-  computed layer, for `fraction` of one row's per-layer cost in the benchmark now running (as timed in `calibration`, a run just before),
-  times the rows still computed. It scales with the batch, so it slows batch 32 as much as batch 1 (a per-call sleep
-  is amortised away over the batch).
+  computed layer, for `fraction` of one row's per-layer cost in the benchmark now running (as timed in
+  `calibration`, a run just before), times the rows still computed. It scales with the batch, so it slows batch 32
+  as much as batch 1 (a per-call sleep is amortised away over the batch).
 - `twice(sweep)`: a `cee_bench.classification.curve.sweep` that replays every sweep twice (exactly 2× slower).
 
 Busy-waiting (not sleeping) keeps the added time on the CPU, as slower code would be.

@@ -13,12 +13,11 @@ What is timed, and against which reference:
   decoder with no exits, through the same code path; skipped where the generation track is not installed.
 
 The heads are untrained, so each method's operating point is fixed without training: the model is built by
-`classification.method.build_model` from a fixed seed (the method's own heads and extras at their defaults), the exit classifiers are
-redrawn from the same seed with a wider spread (`HEAD_STD`: default-initialised heads are so unsure that entropy rules
-never exit), its trace over the fixed
-inputs is replayed over the method's own grid, and the grid value whose mean exit layer is nearest the middle layer is
-used. Its decisions are deterministic, so the operating point is the same every run on one machine. The decoder's
-CALM threshold is picked the same way from `CALM_THRESHOLDS`.
+`classification.method.build_model` from a fixed seed (the method's own heads and extras at their defaults), the exit
+classifiers are redrawn from the same seed with a wider spread (`HEAD_STD`: default-initialised heads are so unsure that
+entropy rules never exit), its trace over the fixed inputs is replayed over the method's own grid, and the grid value
+whose mean exit layer is nearest the middle layer is used. Its decisions are deterministic, so the operating point is
+the same every run on one machine. The decoder's CALM threshold is picked the same way from `CALM_THRESHOLDS`.
 
 Run through `cee-bench bench`; `pytest benchmarks/test_latency.py` also works (add `--bench-device cuda` on a GPU).
 """

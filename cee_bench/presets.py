@@ -40,7 +40,7 @@ PRESET_COSTS: dict[str, str] = {
     "cpu": "training per method at 4,000 SST-2 rows (length 64; MRPC's 3,302 pairs at 128 in brackets), measured on "
            "one thread: full 8.5 (12.1) min, PABEE 9.6 (12.5), DeeBERT 12.5 (18.7, "
            "before its stage 2 trained on cached states), BERxiT 7.9 (13.7), Right-Tool "
-           "8.4 (15.4), PCEE-BERT 8.5 (12.5), ConsistentEE 7 alpha 56 (100); shared recipes train DeeBERT's stage 1, "
+           "8.4 (15.4), PCEE-BERT 8.5 (12.5), ConsistentEE 7 alpha 56 (100); shared trainings train DeeBERT's stage 1, "
            "PCEE-BERT and ConsistentEE's step 1 once (cee_bench.classification.sharing)",
     "paper": "the papers' settings (whole training sets, their epochs): hours per method on a CPU",
 }

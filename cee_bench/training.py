@@ -99,8 +99,8 @@ def train_steps(name: str, module: nn.Module, loss_fn: LossFn, batches: list[Any
                 progress: Progress | None = None) -> list[float]:
     """A frozen-backbone stage of the generation track through the same loop: every parameter of `module` (exit
     adapters, policy, meta classifier) for one step per precomputed batch, at a constant rate and without clipping
-    (these stages' recipes: Adam, fixed step counts); returns the loss of every step. One process: the generation
-    track refuses several."""
+    (these stages' reference settings: Adam, fixed step counts); returns the loss of every step. One process: the
+    generation track refuses several."""
     from accelerate import Accelerator
 
     params = list(module.parameters())

@@ -20,9 +20,10 @@ then for each α of the grid, starting again from the step-1 weights:
    says whether it converged (`method_meta.converged`, α → bool); stopping at `max_rounds` is `False`.
 Step 1 is trained once and shared by every α (each α restarts from the step-1 weights), so more α values cost only
 steps 2-4 each.
-Step 1 is PABEE's recipe (same heads, loss and trainable set), so `cee-bench run` trains it once for PABEE, PCEE-BERT
-and both ConsistentEE variants wherever their stage settings agree (`shares`, `cee_bench.classification.sharing`); every finished
-round of every α is kept in the model store, so an interrupted run resumes at the round it was in.
+Step 1 is PABEE's training (same heads, loss and trainable set), so `cee-bench run` trains it once for PABEE,
+PCEE-BERT and both ConsistentEE variants wherever their stage settings agree (`shares`,
+`cee_bench.classification.sharing`); every finished round of every α is kept in the model store, so an interrupted
+run resumes at the round it was in.
 `released_variant=True` runs the released BERT code's shape instead: one round, policy trainable in step 4 (loss =
 CE at each of K sampled exits + the policy loss).
 
@@ -238,7 +239,7 @@ def exit_layers(signals: dict[str, torch.Tensor]) -> torch.Tensor:
 
 def train_init(ctx: FitContext, on_epoch_end: Callable[[int], None] | None = None) -> list[float]:
     """Step 1 on this model: backbone and classifiers on the weighted CE of Eq. 1 (the policy has no part in it).
-    `cee-bench run` trains step 1 as PABEE's recipe instead (`ConsistentEE.shares`); `analyze hardness` calls this
+    `cee-bench run` trains step 1 as PABEE's training instead (`ConsistentEE.shares`); `analyze hardness` calls this
     for its per-epoch hook."""
     model = ctx.model
     weights = torch.arange(1, model.num_layers + 1, dtype=torch.float)
@@ -366,7 +367,7 @@ class ConsistentEE(Method):
         "iterated rounds until the stated convergence test or max_rounds (the released code runs one round)",
         "the top layer has no policy network: it always answers, so only L-1 exit decisions are learnt",
         "final checkpoint kept (reference: best dev checkpoint); operating point (alpha) chosen on held-out train",
-        "step 1 is trained as PABEE's recipe on PABEE's heads (the same loss on the same parameters; the policy "
+        "step 1 is trained as PABEE's training on PABEE's heads (the same loss on the same parameters; the policy "
         "networks, untouched by step 1, keep this model's initialisation), so it is shared with PABEE and PCEE-BERT "
         "when the stage settings agree",
     )
@@ -387,7 +388,7 @@ class ConsistentEE(Method):
     preset_notes = {preset: f"{ALPHA_RULE}; alpha_depth grid " + ", ".join(f"{a:g}" for a in s["policy"].alphas)
                     for preset, s in stages.items()}
     signal_fn = staticmethod(policy_signals)
-    shares = {"init": "pabee"}  # step 1 (Eq. 1) is PABEE's training: trained once per recipe (cee_bench.classification.sharing)
+    shares = {"init": "pabee"}  # step 1 (Eq. 1) is PABEE's training: trained once per training key (`sharing`)
     resumes_rounds = True
 
     def grid(self, num_layers: int) -> Sequence[Any]:

@@ -13,10 +13,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from cee_bench.classification.exits import ExitRule, simulate
-from cee_bench.ltt import learn_then_test
 from cee_bench.classification.metrics import layer_figures, scores
-from cee_bench.tasks import Task
 from cee_bench.classification.trace import Trace
+from cee_bench.ltt import learn_then_test
+from cee_bench.tasks import Task
 
 OPERATING_POINTS = {"no_loss": 1.0, "le1_loss": 0.99}
 LTT_POINT = "ltt90_le1"

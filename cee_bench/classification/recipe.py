@@ -82,7 +82,8 @@ class ClassificationRecipe:
     @cached_property
     def data(self) -> dict[str, Encoded]:
         length = self.opts.limits["max_seq_length"]
-        return {name: encode(self.tokenizer, getattr(self.splits, name), length) for name in ("train", "heldout", "dev")}
+        return {name: encode(self.tokenizer, getattr(self.splits, name), length)
+                for name in ("train", "heldout", "dev")}
 
     def identity(self, name: str) -> dict[str, Any]:
         """What a stored record must match to be reused: its config, data source, seed and (when given) grid."""
@@ -134,15 +135,16 @@ class ClassificationRecipe:
                   for split in ("heldout", "dev")}
         reference = _reference(opts, task, method, trace_of(grid[-1], "heldout"), trace_of(grid[-1], "dev"))
         chosen = choose_operating_points(curves["heldout"], reference["heldout"])
-        settings = {name: (model_for(grid[c["grid_index"]]), method.rule(model_for(grid[c["grid_index"]]),
-                                                                           grid[c["grid_index"]]), grid[c["grid_index"]])
+        settings = {name: (model_for(grid[c["grid_index"]]),
+                           method.rule(model_for(grid[c["grid_index"]]), grid[c["grid_index"]]), grid[c["grid_index"]])
                     for name, c in chosen.items()}
         chosen[LTT_POINT], settings[LTT_POINT] = _ltt_choice(method, grid, model_for, trace_of, curves["heldout"],
                                                              reference["heldout"], task)
         operating_points, points = {}, {}
         for name, choice in chosen.items():
             chosen_model, rule, value = settings[name]
-            point, points[name] = _confirm(chosen_model, rule, trace_of(value, "dev"), data["dev"], task, opts, progress)
+            point, points[name] = _confirm(chosen_model, rule, trace_of(value, "dev"), data["dev"], task, opts,
+                                           progress)
             operating_points[name] = {**choice, **point, "split": "dev", "selected_on": "heldout"}
             progress.log(f"  {name}: {method.threshold_name}={choice['threshold']} dev {task.main_metric} "
                          f"{point['score']:.4f}, saved layers {point['saved_layers']:.1%}, "
@@ -157,7 +159,8 @@ class ClassificationRecipe:
                             "grid_source": "run options" if given is not None else "method", "log": trained.log},
             "train_seconds": train_seconds, "model_store": trained.model_store, "training": trained.training,
             "reference": reference,
-            "per_layer_scores": {split: per_layer_scores(trace_of(grid[-1], split), task) for split in ("heldout", "dev")},
+            "per_layer_scores": {split: per_layer_scores(trace_of(grid[-1], split), task)
+                                 for split in ("heldout", "dev")},
             "curve": curves["dev"], "selection_curve": curves["heldout"], "curve_kind": "simulated",
             "eval_split": "dev", "select_split": "heldout",
             "operating_points": operating_points, "per_example": per_example,

@@ -51,8 +51,8 @@ KEY_VERSION = 1  # bump when a change to the training code changes what a traini
 
 @dataclass
 class Trained:
-    """What `MethodTrainer` hands back to `ClassificationRecipe.run_method`: the model (or one per grid value), the log and meta of
-    every stage, the record's `model_store` entry (None with the store off) and its `training` block."""
+    """What `MethodTrainer` hands back to `ClassificationRecipe.run_method`: the model (or one per grid value), the
+    log and meta of every stage, the record's `model_store` entry (None with the store off) and its `training` block."""
 
     model: MultiExitModel
     variants: dict[Any, MultiExitModel]
@@ -231,7 +231,8 @@ class MethodTrainer:
             meta.update(ctx.meta)
             files = dict(ctx.checkpoints.latest)
         else:
-            key, entry = self.train_or_load(method, model, own, parents, "+".join(own), self.context(model, self.stages))
+            key, entry = self.train_or_load(method, model, own, parents, "+".join(own),
+                                            self.context(model, self.stages))
             log.update(entry["log"])
             meta.update(entry["meta"])
             files = {SINGLE: key}

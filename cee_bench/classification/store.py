@@ -1,4 +1,4 @@
-"""The model store: trained weights (safetensors) and the config that rebuilds them, one folder per recipe key under
+"""The model store: trained weights (safetensors) and the config that rebuilds them, one folder per training key under
 `<output_dir>/models/<task>/<key>/` (`cee_bench.classification.sharing` computes the keys and decides what is reused).
 
 Why: a record's numbers can be re-derived from the very weights that produced them (the multi-process test
@@ -40,7 +40,7 @@ def variant_name(threshold_name: str, value: Any) -> str:
 def save_entry(folder: Path, model: MultiExitModel, *, task: str, method: str, seed: int, pooling: str,
                backbone: nn.Module, extra: dict[str, Any]) -> None:
     """Store `model` (in the layout of `method`) with what `load_model` needs to rebuild it, plus `extra` (the
-    recipe's identity, its training log and steps)."""
+    training's identity, its log and steps)."""
     from safetensors.torch import save_model
 
     folder = Path(folder)

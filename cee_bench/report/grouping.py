@@ -136,8 +136,8 @@ def mixing_warning(groups: list[Group], kind: str = "classification") -> str:
     values = [f"{k} ({', '.join(sorted({str(g.fields[k]) for g in groups}))})" if k in TABLE_KEYS else k
               for k in differ]
     which = "" if kind == "classification" else f"{kind} "
-    return (f"warning: the {which}records differ in {', '.join(values)}: shown as {len(groups)} separate tables, never in "
-            f"one cell; select one with --filter KEY=VALUE (keys: {', '.join(FILTER_KEYS)})")
+    return (f"warning: the {which}records differ in {', '.join(values)}: shown as {len(groups)} separate tables, "
+            f"never in one cell; select one with --filter KEY=VALUE (keys: {', '.join(FILTER_KEYS)})")
 
 
 def method_order(kind: str = "classification") -> dict[str, int]:

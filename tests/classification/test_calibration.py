@@ -1,11 +1,13 @@
-"""Temperature scaling and ECE (cee_bench.classification.calibration) on synthetic logits with a known miscalibration."""
+"""Temperature scaling and ECE (cee_bench.classification.calibration) on synthetic logits with a known
+miscalibration."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from cee_bench.classification.calibration import Temperatures, calibration_report, ece, fit_temperature, fit_temperatures, nll
+from cee_bench.classification.calibration import (Temperatures, calibration_report, ece, fit_temperature,
+                                                  fit_temperatures, nll)
 
 
 def synthetic(scale: float, n: int = 2000, accuracy: float = 0.75, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

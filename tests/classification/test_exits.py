@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from cee_bench.classification.data import Encoded
-from cee_bench.errors import UserError
 from cee_bench.classification.exits import EntropyBelow, Never, Patience, simulate
 from cee_bench.classification.runtime import early_exit, predict
 from cee_bench.classification.trace import compute_trace
+from cee_bench.errors import UserError
 
 
 def _logits(preds: list[list[int]], confident: float = 4.0) -> torch.Tensor:

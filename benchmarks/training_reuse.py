@@ -1,14 +1,14 @@
-"""What training each distinct recipe once and keeping trained models saves `cee-bench run --methods all` (issue 10).
+"""What training each distinct training key once and keeping trained models saves `cee-bench run --methods all` (issue 10).
 
 Measured in one process on the same data (defaults: SST-2 from ../shared/data/glue, 150 training rows, 100
 evaluation rows per split, 64 word pieces, `smoke` stages, 16 timed examples, one thread):
 
-(a) training steps executed by `run --methods all` ÷ steps of the distinct recipes it trained (goal 1.0);
-(b) wall time of `run --methods all` after (recipe sharing and the store on) ÷ before (both off) (goal <= 0.6);
+(a) training steps executed by `run --methods all` ÷ steps of the distinct trainings it trained (goal 1.0);
+(b) wall time of `run --methods all` after (sharing of trainings and the store on) ÷ before (both off) (goal <= 0.6);
 (c) wall time of a re-run with another grid for every replayed method (ConsistentEE: a subset of its α grid), the
     store present, ÷ the first run's (goal <= 0.15).
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/recipe_reuse.py [--preset cpu] [--max-train-samples 400]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/training_reuse.py [--preset cpu] [--max-train-samples 400]
 
 Each figure is a function (`steps_ratio`, `wall_ratio`, `regrid_ratio`) so a combined script can call them.
 """
@@ -66,19 +66,19 @@ def timed_run(opts: RunOptions) -> tuple[float, list[dict[str, Any]]]:
     return time.perf_counter() - started, [json.loads(Path(p).read_text()) for p in paths]
 
 
-def distinct_recipe_steps(folder: Path, task: str) -> int:
-    """Optimiser steps of the distinct recipes in a store: each entry counts the steps since its parent recipe."""
+def distinct_training_steps(folder: Path, task: str) -> int:
+    """Optimiser steps of the distinct trainings in a store: each entry counts the steps since its parent training."""
     return sum(entry["steps"] for entry in map(read_entry, store_root(folder, task).iterdir()) if entry)
 
 
 def steps_ratio(setting: Setting, folder: Path, records: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """(a): steps executed by one `run` into the empty store `folder` (run here unless its `records` are given) ÷
-    steps of the distinct recipes it stored."""
+    steps of the distinct trainings it stored."""
     if records is None:
         _, records = timed_run(setting.options(folder))
     executed = sum(r["training"]["steps"] for r in records)
-    distinct = distinct_recipe_steps(folder, setting.task)
-    return {"executed_steps": executed, "distinct_recipe_steps": distinct, "ratio": executed / distinct,
+    distinct = distinct_training_steps(folder, setting.task)
+    return {"executed_steps": executed, "distinct_training_steps": distinct, "ratio": executed / distinct,
             "per_method_steps": {r["method"]: r["training"]["steps"] for r in records}}
 
 
@@ -124,7 +124,7 @@ def main() -> None:
               f"{b['ratio']:.2f} (goal <= 0.6; before executed {b['before_steps']} steps)")
         # (a) and (c) on the store (b)'s `after` run left: its steps, then a re-run with other grids
         a = steps_ratio(setting, tmp / "after", b["after_records"])
-        print(f"(a) executed steps / distinct recipe steps: {a['executed_steps']} / {a['distinct_recipe_steps']} = "
+        print(f"(a) executed steps / distinct training steps: {a['executed_steps']} / {a['distinct_training_steps']} = "
               f"{a['ratio']:.2f} (goal 1.0); per method: "
               + ", ".join(f"{m} {n}" for m, n in a["per_method_steps"].items()))
         c = regrid_ratio(setting, tmp / "after", b["after_seconds"])
