@@ -74,9 +74,10 @@ def training_key(identity: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-def weights_digest(module: torch.nn.Module) -> str:
+def weights_digest(module: torch.nn.Module, *, remember: bool = True) -> str:
     """sha256 of a module's tensors (names, shapes, dtypes, values): the backbone's identity, whatever path or hub id
-    it was loaded from. Cached on the module, which the harness never trains (every method trains a copy)."""
+    it was loaded from. Cached on the module, which the harness never trains (every method trains a copy), unless
+    `remember` is False (a trained model's weights, `trace_cache`)."""
     cached = getattr(module, "_cee_weights_digest", None)
     if cached is None:
         digest = hashlib.sha256()
@@ -84,7 +85,8 @@ def weights_digest(module: torch.nn.Module) -> str:
             digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
         cached = digest.hexdigest()
-        module._cee_weights_digest = cached
+        if remember:
+            module._cee_weights_digest = cached
     return cached
 
 
