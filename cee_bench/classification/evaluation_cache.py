@@ -2,7 +2,7 @@
 model, rule and split, whoever asks for them and in whichever run.
 
 A trace (`trace.compute_trace`) is a function of the model's weights and signal function, the split's rows, the batch
-size, the device and the precision, and of the code that computes it: `EvaluationCache.trace_key` is a hash of
+size, the device and the precision (`--dtype`), and of the code that computes it: `EvaluationCache.trace_key` is a hash of
 exactly those, so every operating point of a method, every method whose model is the same trained model (PCEE-BERT's
 is PABEE's), and a later run of the same models (another grid) read one trace. A confirmation
 (`recipe._confirm`: real early-exit predictions, their agreement with the simulation, the latency figures) is named by
@@ -70,12 +70,11 @@ class EvaluationCache:
         """sha256 of what a trace of `model` over `data` is computed from (see the module docstring)."""
         if model not in self.weights:
             self.weights[model] = weights_digest(model, remember=False)
-        device = model.device
         signal_fn = model.signal_fn
         return _digest({"weights": self.weights[model], "rows": data_digest(data), "batch_size": self.batch_size,
                         "signals": None if signal_fn is None else f"{signal_fn.__module__}.{signal_fn.__qualname__}",
-                        "device": str(device), "dtype": str(next(model.parameters()).dtype),
-                        "autocast": _autocast(device), "code": code_digest(), "torch": torch.__version__,
+                        "device": str(model.device), "precision": model.precision, "code": code_digest(),
+                        "torch": torch.__version__,
                         "transformers": transformers.__version__})
 
     def confirmation_key(self, model: MultiExitModel, data: Encoded, rule: object, timing: dict[str, Any]) -> str:
@@ -101,14 +100,6 @@ class EvaluationCache:
 
 def _digest(identity: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
-
-
-def _autocast(device: torch.device) -> str | None:
-    """The autocast dtype in force on `device`'s kind, if any."""
-    try:
-        return str(torch.get_autocast_dtype(device.type)) if torch.is_autocast_enabled(device.type) else None
-    except (AttributeError, TypeError):  # torch < 2.4: no per-device query
-        return None
 
 
 def _read_trace(path: Path, split: str) -> Trace | None:

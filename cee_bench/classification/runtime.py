@@ -14,7 +14,7 @@ import torch
 
 from cee_bench.classification.data import Encoded
 from cee_bench.classification.exits import ExitRule
-from cee_bench.classification.multiexit import MultiExitModel
+from cee_bench.classification.multiexit import MultiExitModel, at_precision
 from cee_bench.progress import Progress
 from cee_bench.timing import NOISE_LIMIT, Clock, PeakMemory, latency_stats, speedup, speedup_interval
 
@@ -30,6 +30,7 @@ row_hook: Callable[[int, int], None] | None = None
 
 
 @torch.no_grad()
+@at_precision
 def early_exit(model: MultiExitModel, rule: ExitRule, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     """(predictions, 0-based exit layers), on the CPU, of one batch, computing each row only up to its exit layer:
     rows that exit leave the batch, and the padding is trimmed to the longest row still running.
@@ -46,7 +47,8 @@ def early_exit(model: MultiExitModel, rule: ExitRule, batch: Batch) -> tuple[tor
     rows = torch.arange(hidden.shape[0])
     preds = torch.empty(len(rows), dtype=torch.long)
     exits = torch.empty(len(rows), dtype=torch.long)
-    weights = model.heads.mean_weights(mask, hidden.dtype)
+    dtype = hidden.dtype  # the pooling weights' dtype, as `MultiExitModel.forward` derives them (the trace's)
+    weights = model.heads.mean_weights(mask, dtype)
     looks = bool(rule.reads)
     state = rule.start(len(rows), device) if looks else {}
     top = model.num_layers - 1
@@ -80,7 +82,7 @@ def early_exit(model: MultiExitModel, rule: ExitRule, batch: Batch) -> tuple[tor
             layer_mask = model.layer_mask(hidden, mask)
         elif layer_mask is not None:
             layer_mask = layer_mask.index_select(0, keep)
-        weights = model.heads.mean_weights(mask, hidden.dtype)
+        weights = model.heads.mean_weights(mask, dtype)
     return preds, exits
 
 

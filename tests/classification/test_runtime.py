@@ -1,7 +1,7 @@
 """The early-exit path and its timing (`classification.runtime`) on the tiny BERT of conftest.py:
 
 - every registered method's rule, through the fast path, gives the simulation's predictions and exit layers at batch 1
-  and batched (the path's one definition of right);
+  and batched, in fp32 and bf16 (the path's one definition of right);
 - a rule that reads no signal computes no head below the top layer;
 - `measure_latencies`: the figures docs/timing.md describes, the realised > 1.05 flag, `exit_mismatch` 0 on the
   tiny model and counting a deliberate mismatch, the full model timed once per unit and round for several settings.
@@ -17,6 +17,7 @@ from cee_bench.classification.data import Encoded
 from cee_bench.classification.exits import EntropyBelow, Never, Patience, simulate
 from cee_bench.classification.method import build_model
 from cee_bench.classification.trace import compute_trace
+from cee_bench.precision import cpu_bf16_native
 from cee_bench.registry import get_method, method_names
 from cee_bench.tasks import get_task
 
@@ -49,10 +50,16 @@ def methods_models(tiny_encoder):
     return out, data
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("name", method_names())
-def test_every_methods_rule_exits_where_the_simulation_says(methods_models, name):
+def test_every_methods_rule_exits_where_the_simulation_says(methods_models, name, precision, monkeypatch):
+    if precision == "bf16" and not cpu_bf16_native():
+        pytest.skip("this CPU has no native bf16")
     models, data = methods_models
     model, rule, trace = models[name]
+    monkeypatch.setattr(model, "precision", precision)
+    if precision != "fp32":
+        trace = compute_trace(model, data, split="test", batch_size=8)
     sim_exits = simulate(trace.signals, rule)
     sim_preds = trace.signals["logits"][torch.arange(len(data)), sim_exits].argmax(-1)
     for batch_size in (1, 8, len(data)):
