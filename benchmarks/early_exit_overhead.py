@@ -14,7 +14,7 @@ first SST-2 dev rows (length-bucketed at batch 32, as the harness times them). E
 side back to back, the order rotating from batch to batch; the speed ratio is the median over rounds of
 Σ HF time ÷ Σ side time, with a 95% bootstrap interval over the batches (`cee_bench.timing.speedup_interval`).
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/early_exit_overhead.py [--data-dir ../shared/data/glue]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/early_exit_overhead.py [--data-dir ../shared/data/glue] [--dtype bf16]
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from cee_bench.classification.exits import EntropyBelow, Never
 from cee_bench.classification.method import build_model
 from cee_bench.classification.multiexit import load_backbone
 from cee_bench.classification.runtime import early_exit
+from cee_bench.precision import DTYPES, check_dtype
 from cee_bench.registry import get_method
 from cee_bench.tasks import get_task
 from cee_bench.timing import Clock, latency_stats, speedup, speedup_interval
@@ -63,24 +64,27 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--max-seq-length", type=int, default=128)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--dtype", choices=DTYPES, default="fp32", help="every side's precision (`--dtype`)")
     args = parser.parse_args()
+    check_dtype(args.dtype, "cpu")
     torch.set_num_threads(args.threads)
     task = get_task("sst2")
     encoder, tokenizer, backbone = load_backbone(None)
-    model = build_model(get_method("full"), encoder, task, "mean", 42).eval()
+    model = build_model(get_method("full"), encoder, task, "mean", 42, args.dtype).eval()
     splits = load_splits(task, args.data_dir, max_train=1, max_eval=max(args.examples_b1, args.examples_b32))
     dev = encode(tokenizer, splits.dev, args.max_seq_length)
     clock = Clock(torch.device("cpu"))
     top = model.num_layers - 1
 
-    def hf(batch: dict) -> torch.Tensor:  # the backbone's own forward, then the same top head
-        hidden = model.backbone(**batch).last_hidden_state
-        weights = model.heads.mean_weights(batch["attention_mask"], hidden.dtype)
-        return model.heads.classify(top, model.heads.pool(top, hidden, weights))
+    def hf(batch: dict) -> torch.Tensor:  # the backbone's own forward, then the same top head, at the same precision
+        with model.inference():
+            hidden = model.backbone(**batch).last_hidden_state
+            weights = model.heads.mean_weights(batch["attention_mask"], hidden.dtype)
+            return model.heads.classify(top, model.heads.pool(top, hidden, weights))
 
     sides = {"hf": hf, "early exit, full model": lambda b: early_exit(model, Never(), b),
              "full_forward": model.full_forward, "heads + test": lambda b: early_exit(model, EntropyBelow(0.0), b)}
-    print(f"{backbone}, {model.num_layers} layers, SST-2 dev, {args.threads} thread(s), {args.rounds} rounds; "
+    print(f"{backbone}, {model.num_layers} layers, {args.dtype}, SST-2 dev, {args.threads} thread(s), {args.rounds} rounds; "
           f"speed ÷ the Hugging Face forward (HF time ÷ side time), median over rounds [95% interval over batches]")
     with torch.no_grad():
         for batch_size, examples in ((1, args.examples_b1), (32, args.examples_b32)):
