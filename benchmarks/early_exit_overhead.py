@@ -12,7 +12,8 @@ Printed beside it, for reading realised fractions:
 The packaged encoder (all-MiniLM-L6-v2, 6 layers) with untrained heads (the cost does not depend on the weights), the
 first SST-2 dev rows (length-bucketed at batch 32, as the harness times them). Every round times each batch on every
 side back to back, the order rotating from batch to batch; the speed ratio is the median over rounds of
-Σ HF time ÷ Σ side time, with a 95% bootstrap interval over the batches (`cee_bench.timing.speedup_interval`).
+Σ HF time ÷ Σ side time, with a 95% two-level bootstrap interval over the batches and the rounds
+(`cee_bench.timing.speedup_interval`).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/early_exit_overhead.py [--data-dir ../shared/data/glue] [--dtype bf16]
 """
@@ -20,6 +21,7 @@ side back to back, the order rotating from batch to batch; the speed ratio is th
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -85,7 +87,8 @@ def main() -> None:
     sides = {"hf": hf, "early exit, full model": lambda b: early_exit(model, Never(), b),
              "full_forward": model.full_forward, "heads + test": lambda b: early_exit(model, EntropyBelow(0.0), b)}
     print(f"{backbone}, {model.num_layers} layers, {args.dtype}, SST-2 dev, {args.threads} thread(s), {args.rounds} rounds; "
-          f"speed ÷ the Hugging Face forward (HF time ÷ side time), median over rounds [95% interval over batches]")
+          f"load average {os.getloadavg()[0]:.1f}; speed ÷ the Hugging Face forward (HF time ÷ side time), median "
+          "over rounds [95% interval, batches then rounds]")
     with torch.no_grad():
         for batch_size, examples in ((1, args.examples_b1), (32, args.examples_b32)):
             rows = dev.batch_rows(batch_size, range(min(examples, len(dev))))

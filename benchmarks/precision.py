@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -175,7 +176,8 @@ def main() -> None:
     if not cpu_bf16_native():
         sys.exit("this CPU has no native bf16 (AVX-512 BF16 / AMX): nothing to compare")
     torch.set_num_threads(args.threads)
-    print(f"fp32 vs bf16, SST-2, length {args.max_seq_length}, {args.threads} thread(s)", flush=True)
+    print(f"fp32 vs bf16, SST-2, length {args.max_seq_length}, {args.threads} thread(s), load average "
+          f"{os.getloadavg()[0]:.1f}", flush=True)
 
     speed = training_speed(args.data_dir, rows=args.speed_rows, rounds=args.rounds,
                            max_seq_length=args.max_seq_length,
