@@ -1,4 +1,4 @@
-"""Scores and speed figures, named without ambiguity (DESIGN.md, "Numbers").
+"""Scores and speed figures, named without ambiguity (docs/DESIGN.md, "Numbers").
 
 GLUE's metrics are computed here rather than through `evaluate.load`, which needs the hub.
 """

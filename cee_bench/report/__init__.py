@@ -7,7 +7,7 @@ measured speed-up) for generation. `build_report` assembles it; each part has it
 - `tables.py`: the tables (Rich, Markdown) and the CSV;
 - `figure3.py`, `figure5.py`: the figures.
 
-What makes the table one a reviewer can trust (DESIGN.md, "Numbers come with their noise"):
+What makes the table one a reviewer can trust (docs/DESIGN.md, "Numbers come with their noise"):
 - records that differ in backbone, preset, pooling, device, data limits or stage settings never share a cell: they
   land in separate tables (with a one-line warning) or are selected with `--filter`;
 - a cell aggregates the seeds of one (task, method, operating point): mean, seed sd, and a 95% paired-bootstrap
