@@ -65,7 +65,7 @@ def test_two_processes_write_one_record_per_method_naming_their_world(runs) -> N
     folder, proc = runs[2]
     records = _records(folder)
     assert sorted(records) == sorted(METHODS)
-    assert proc.stdout.count("result file(s)") == 1  # the summary line comes from the main process alone
+    assert proc.stderr.count("result file(s)") == 1  # the summary line: the main process alone
     for record in records.values():
         world = record["environment"]["distributed"]
         assert world["world_size"] == 2 and world["backend"] == "gloo"
