@@ -292,6 +292,32 @@ def list_() -> None:
     console.print(gen_presets)
 
 
+data_app = typer.Typer(help="Get data sets for offline runs.")
+
+
+@data_app.command("glue")
+def data_glue(
+    to: Path = typer.Option(..., help="Folder to write GLUE's layout into (<DIR>/RTE/train.tsv, ...)."),
+    tasks: str = typer.Option(",".join(("rte", "mrpc", "sst2")), help="Comma-separated GLUE tasks, or 'all'."),
+    force: bool = typer.Option(False, "--force", help="Write over task files that exist."),
+) -> None:
+    """Copy GLUE tasks from the hub (nyu-mll/glue) into a folder in GLUE's TSV layout, for `run --data-dir DIR`
+    later, offline."""
+    from cee_bench.classification import glue_copy
+
+    chosen = glue_copy.parse_tasks(tasks)
+    glue_copy.check_targets(chosen, to, force)
+    for task in chosen:
+        written, replaced = glue_copy.copy_task(task, to)
+        for path, rows in written:
+            _say(f"wrote {path} ({rows} rows)")
+        if replaced:
+            _say(f"{task.name}: {replaced} tab(s) or line break(s) inside texts written as spaces")
+    _say(f"run offline with: cee-bench run --data-dir {to} ...")
+
+
+app.add_typer(data_app, name="data")
+
 from cee_bench.classification.analysis import analyze_app  # noqa: E402  (torch is imported inside its commands)
 from cee_bench.gate.command import bench_command  # noqa: E402  (typer and rich only: --help stays instant)
 
