@@ -30,11 +30,8 @@ import pytest
 import typer
 
 from cee_bench.cli import GENERATION_ONLY, app
+from data_paths import GLUE, ROOT, SHARED_DATA
 from test_cli import BAD_RUN_ARGS
-
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
-GLUE = SHARED_DATA / "glue"
 CONSOLE = Path(sys.executable).parent / "cee-bench"
 MAX_LINES = 3
 
