@@ -202,7 +202,7 @@ def render_comparison(comparison: Comparison, fmt: str, *, terminal: bool = Fals
     if fmt == "html":
         from cee_bench.report.html import page, table_section
 
-        return page("cee-bench comparison", [table_section(title, header, body, notes)])
+        return page("cee-bench comparison", [table_section(title, header, body, notes, left=2)])
     from rich.table import Table
 
     from cee_bench.report.tables import rich_text

@@ -30,7 +30,8 @@ h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #d0d7de; paddin
 table { border-collapse: collapse; font-variant-numeric: tabular-nums; margin: 0.8em 0; }
 th, td { border: 1px solid #d0d7de; padding: 0.3em 0.6em; text-align: right; vertical-align: top; }
 th { background: #f6f8fa; position: sticky; top: 0; }
-td:first-child, th:first-child { text-align: left; white-space: nowrap; }
+th.l, td.l { text-align: left; }
+td:first-child { white-space: nowrap; }
 tbody tr:nth-child(even) { background: #fafbfc; }
 ul.notes { color: #424a53; font-size: 0.92em; padding-left: 1.2em; }
 figure { display: inline-block; margin: 0.5em 1em 1em 0; }
@@ -47,10 +48,14 @@ class Section:
     body: str
 
 
-def _table(header: Sequence[str], body: Iterable[Sequence[Any]]) -> str:
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    rows = "".join("<tr>" + "".join(f"<td>{html.escape('' if v is None else str(v))}</td>" for v in line) + "</tr>"
-                   for line in body)
+def _table(header: Sequence[str], body: Iterable[Sequence[Any]], left: int) -> str:
+    """A table whose first `left` columns (labels) align left, the rest (figures) right."""
+    def cell(tag: str, i: int, value: Any) -> str:
+        align = ' class="l"' if i < left else ""
+        return f"<{tag}{align}>{html.escape('' if value is None else str(value))}</{tag}>"
+
+    head = "".join(cell("th", i, h) for i, h in enumerate(header))
+    rows = "".join("<tr>" + "".join(cell("td", i, v) for i, v in enumerate(line)) + "</tr>" for line in body)
     return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>'
 
 
@@ -59,16 +64,17 @@ def _notes(notes: Iterable[str]) -> str:
     return f'<ul class="notes">{items}</ul>' if items else ""
 
 
-def table_section(title: str, header: Sequence[str], body: Iterable[Sequence[Any]],
-                  notes: Iterable[str] = ()) -> Section:
-    return Section(title, _table(header, body) + _notes(notes))
+def table_section(title: str, header: Sequence[str], body: Iterable[Sequence[Any]], notes: Iterable[str] = (),
+                  left: int = 1) -> Section:
+    """A table with its notes under it; its first `left` columns are labels."""
+    return Section(title, _table(header, body, left) + _notes(notes))
 
 
 def dicts_section(title: str, rows: list[dict[str, Any]], columns: Sequence[str] | None = None,
                   notes: Iterable[str] = ()) -> Section:
-    """Plain data as a table: one row per dict, the columns given or the first dict's keys."""
+    """Plain data as a table: one row per dict, the columns given or the first dict's keys, every one aligned left."""
     columns = list(columns) if columns is not None else list(rows[0]) if rows else []
-    return table_section(title, columns, ([row.get(c) for c in columns] for row in rows), notes)
+    return table_section(title, columns, ([row.get(c) for c in columns] for row in rows), notes, left=len(columns))
 
 
 def figure_section(title: str, paths: Iterable[Path]) -> Section:
@@ -83,7 +89,7 @@ def figure_section(title: str, paths: Iterable[Path]) -> Section:
 def report_sections(report: Report, records: list[dict[str, Any]]) -> list[Section]:
     """The report's tables (each with its notes) and its figures (Figure 3 per task, Figure 5 for generation)."""
     sections = [table_section(t.title, t.header, t.body, t.notes) for t in report.tables]
-    sections += [table_section(*generation_lines(rows)) for rows in report.generation]
+    sections += [table_section(*generation_lines(rows), left=3) for rows in report.generation]
     with tempfile.TemporaryDirectory() as folder:
         pngs = [*figure3.plot_curves(report, Path(folder)), *figure5.plot_generation(records, Path(folder))]
         if pngs:

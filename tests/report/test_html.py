@@ -45,8 +45,8 @@ def test_a_section_of_plain_data_joins_the_page():
     verdicts = [{"task": "rte", "claim": "ConsistentEE saves more layers than PABEE", "verdict": "inconclusive"}]
     page = html.page("cee-bench report", [html.dicts_section("Verdicts", verdicts), *sections])
     assert page.index("<h2>Verdicts</h2>") < page.index("Table 3 mirror")
-    assert "<td>inconclusive</td>" in page
-    assert "<td>&lt;b&gt;</td>" in html.dicts_section("escaped", [{"a": "<b>"}]).body
+    assert "<td class=\"l\">inconclusive</td>" in page
+    assert "<td class=\"l\">&lt;b&gt;</td>" in html.dicts_section("escaped", [{"a": "<b>"}]).body
 
 
 def test_the_command_writes_the_page_to_output_and_nothing_to_stdout(tmp_path, cli):
