@@ -1,4 +1,4 @@
-"""Paired bootstrap over evaluation examples: the noise every Table 3 cell carries (DESIGN.md, "Numbers come with
+"""Paired bootstrap over evaluation examples: the noise every Table 3 cell carries (docs/DESIGN.md, "Numbers come with
 their noise").
 
 Why paired: the resamples of a task are drawn from a generator seeded by the task's name and its number of

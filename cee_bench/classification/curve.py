@@ -1,6 +1,6 @@
 """The simulated accuracy-speed curve of a method and its Table 3 operating points.
 
-Operating points (DESIGN.md): "no loss" = the largest saving whose score is at least the reference's; "le1_loss" =
+Operating points (docs/DESIGN.md): "no loss" = the largest saving whose score is at least the reference's; "le1_loss" =
 the largest saving whose score is at least 0.99 × the reference's. They are *chosen* on the held-out split and
 *reported* on the evaluation split, each number naming its split. A third point, `ltt90_le1` ("≤1% loss with 90%
 confidence"), comes with a statistical guarantee instead of a point estimate: see `choose_ltt_point`.

@@ -68,7 +68,7 @@ def load_splits(task: Task, data_dir: Path | None, *, max_train: int | None = No
         dev = read_glue_tsv(task, folder / task.dev_file)
         source, files, hub = str(folder), (folder / task.train_file, folder / task.dev_file), None
     else:
-        train_all, dev, hub = _load_hub(task)
+        train_all, dev, hub = load_hub(task)
         source, files = f"hub:{HUB_DATASET}/{task.hub_config}", ()
     if not train_all or not dev:
         raise UserError(f"task {task.name}: empty {'train' if not train_all else 'dev'} split in {source}")
@@ -116,7 +116,8 @@ def read_glue_tsv(task: Task, path: Path) -> list[Example]:
     return examples
 
 
-def _load_hub(task: Task) -> tuple[list[Example], list[Example], dict[str, Any]]:
+def load_hub(task: Task) -> tuple[list[Example], list[Example], dict[str, Any]]:
+    """Train and dev examples of `task` from the hub (`nyu-mll/glue`), and the dataset's id and fingerprints."""
     try:
         import datasets
         from huggingface_hub.utils import logging as hub_logging
@@ -126,7 +127,8 @@ def _load_hub(task: Task) -> tuple[list[Example], list[Example], dict[str, Any]]
         ds = datasets.load_dataset(HUB_DATASET, task.hub_config)
     except Exception as exc:  # any hub/network failure is the user's to fix (offline, no --data-dir)
         raise UserError(f"cannot load {HUB_DATASET}/{task.hub_config} from the hub ({type(exc).__name__}); "
-                        "pass --data-dir with a GLUE-layout folder to run offline") from None
+                        "pass --data-dir with a GLUE-layout folder to run offline (`cee-bench data glue --to DIR` "
+                        "writes one wherever the hub is reachable)") from None
 
     def convert(split: str) -> list[Example]:
         rows = ds[split]

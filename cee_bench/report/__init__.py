@@ -4,12 +4,14 @@ measured speed-up) for generation. `build_report` assembles it; each part has it
 
 - `grouping.py`: which records may share a table and a cell;
 - `cells.py`: a cell over its seeds, with its intervals and Δ;
-- `tables.py`: the tables (Rich, Markdown) and the CSV;
-- `figure3.py`, `figure5.py`: the figures.
+- `tables.py`: the tables (Rich, Markdown), the CSV and its DataFrame (`to_frame`);
+- `figure3.py`, `figure5.py`: the figures;
+- `html.py`: the whole report as one self-contained HTML page;
+- `compare.py`: two result folders side by side (`cee-bench compare`).
 
-What makes the table one a reviewer can trust (DESIGN.md, "Numbers come with their noise"):
-- records that differ in backbone, preset, pooling, device, dtype, data limits or stage settings never share a cell: they
-  land in separate tables (with a one-line warning) or are selected with `--filter`;
+What makes the table one a reviewer can trust (docs/DESIGN.md, "Numbers come with their noise"):
+- records that differ in backbone, preset, pooling, device, dtype, data limits or stage settings never share a cell:
+  they land in separate tables (with a one-line warning) or are selected with `--filter`;
 - a cell aggregates the seeds of one (task, method, operating point): mean, seed sd, and a 95% paired-bootstrap
   interval over the dev examples (`cee_bench.intervals`), plus Δ vs the full model with its own paired interval;
 - an operating point whose target was not met on held-out train is shown as "not reached", never under the
@@ -25,9 +27,11 @@ from typing import Any
 from cee_bench.intervals import DEFAULT_RESAMPLES
 from cee_bench.report.cells import Report, generation_cells, summarise
 from cee_bench.report.grouping import group_records
-from cee_bench.report.tables import table3
+from cee_bench.report.tables import table3, to_frame
 
-__all__ = ["Report", "build_report", "generation_rows"]
+__all__ = ["FORMATS", "Report", "build_report", "generation_rows", "render", "to_frame"]
+
+FORMATS = ("table", "csv", "markdown", "html")
 
 
 def build_report(records: list[dict[str, Any]], resamples: int = DEFAULT_RESAMPLES) -> Report:
@@ -49,3 +53,20 @@ def generation_rows(records: list[dict[str, Any]], resamples: int = DEFAULT_RESA
 def _generation(records: list[dict[str, Any]], resamples: int) -> tuple[list[list[dict[str, Any]]], list[str]]:
     groups, warnings = group_records(records, "generation")
     return [[{**row, "table": i} for row in generation_cells(g, resamples)] for i, g in enumerate(groups, 1)], warnings
+
+
+def render(report: Report, records: list[dict[str, Any]], fmt: str, *, terminal: bool = False) -> str:
+    """The whole report in one of `FORMATS`, as the text `report` writes to stdout or `--output` (`terminal`: the
+    table format with a terminal's colours and width)."""
+    from cee_bench.report import html, tables
+
+    if fmt == "csv":
+        return tables.to_csv(report.rows + [row for rows in report.generation for row in rows])
+    if fmt == "markdown":
+        return "\n".join(([tables.markdown(report)] if report.groups else [])
+                         + [tables.generation_markdown(rows) for rows in report.generation])
+    if fmt == "html":
+        return html.report_page(report, records)
+    return tables.rich_text([*tables.rich_tables(report), *map(tables.generation_rich_table, report.generation)],
+                            terminal)
+

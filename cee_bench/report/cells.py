@@ -20,6 +20,7 @@ from cee_bench.report.grouping import OP_LABELS, TABLE_KEYS, TASK_KEYS, Group, m
 NO_LOG = "no per-example log"
 NO_SCORES = "saved layers only: generation records keep no per-example scores"
 FALLBACK = "fallback: full depth"  # a Learn-then-Test point that found no safe candidate, either kind
+SAMPLES = "_samples"  # a cell's bootstrap samples, kept only on request (`summarise(keep_samples=True)`)
 GENERATION_FIELDS = ("rouge_l", "bert_f", "mean_layers_per_token", "saved_layers", "speedup_measured", "tokens_per_s")
 
 
@@ -149,16 +150,17 @@ def _add_intervals(row: dict[str, Any], points: list[tuple[dict, dict]], boot: P
     row["score_ci_low"], row["score_ci_high"] = interval(samples.mean(0))
     layers = saved_layer_samples(boot, np.stack([log[1] for log in logs]), int(first["num_layers"]))
     row["saved_layers_ci_low"], row["saved_layers_ci_high"] = interval(layers.mean(0))
-    if row["method"] == "full":
-        row["_samples"] = dict(zip(seeds, samples))
-    elif reference is not None and reference.samples:
+    row[SAMPLES] = {"score": samples, "saved_layers": layers, "seeds": seeds}
+    if row["method"] != "full" and reference is not None and reference.samples:
         delta = np.mean([s - reference.sample(seed) for s, seed in zip(samples, seeds)], axis=0)
         row["delta_ci_low"], row["delta_ci_high"] = interval(delta)
         row["within_noise"] = row["delta_ci_low"] <= 0.0 <= row["delta_ci_high"]
 
 
-def summarise(group: Group, resamples: int = DEFAULT_RESAMPLES) -> list[dict[str, Any]]:
-    """Every cell of a group, task by task; the full model's cell first, since the others' Δ is paired with it."""
+def summarise(group: Group, resamples: int = DEFAULT_RESAMPLES, keep_samples: bool = False) -> list[dict[str, Any]]:
+    """Every cell of a group, task by task; the full model's cell first, since the others' Δ is paired with it.
+    `keep_samples`: each cell keeps its bootstrap samples under `SAMPLES` (per seed: score and saved layers on every
+    resample), for a paired comparison with another folder's cell on the same examples."""
     order = method_order()
     cells = []
     for task in group.tasks:
@@ -176,9 +178,12 @@ def summarise(group: Group, resamples: int = DEFAULT_RESAMPLES) -> list[dict[str
                 points = [(r, r["operating_points"][op]) for r in mrecs if op in r["operating_points"]]
                 cell = _cell(task, method, op, points, boot, ids, labels, reference)
                 if method == "full":
+                    drawn = cell.get(SAMPLES)
                     reference = _Reference(dict(zip([r.get("seed") for r, _ in points],
                                                     [float(p["score"]) for _, p in points])),
-                                           cell.pop("_samples", {}))
+                                           dict(zip(drawn["seeds"], drawn["score"])) if drawn else {})
+                if not keep_samples:
+                    cell.pop(SAMPLES, None)
                 cells.append(cell)
     return cells
 

@@ -11,13 +11,17 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+from rich.console import Console
 from rich.table import Table
 
 from cee_bench.report.cells import FALLBACK, NO_LOG, NO_SCORES, Report, shown
 from cee_bench.report.grouping import OP_LABELS, TASK_KEYS, Group, method_order, op_order
+
+if TYPE_CHECKING:
+    import pandas
 
 METRIC_SHORT = {"f1": "F1", "accuracy": "acc"}
 CSV_COLUMNS = ("kind", "table", "task", "method", "method_display", "operating_point", "label", "backbone", "model",
@@ -233,6 +237,19 @@ def rich_tables(report: Report) -> list[Table]:
     return tables
 
 
+def rich_text(renderables: list[Any], terminal: bool = False) -> str:
+    """Rich renderables as text: a terminal's width and colours, or plain text 160 characters wide (logs, pipes and
+    files get whole rows)."""
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=terminal, width=None if terminal else 160,
+                      color_system="auto" if terminal else None)
+    if terminal:
+        console.width = Console().width
+    for renderable in renderables:
+        console.print(renderable)
+    return out.getvalue()
+
+
 def markdown(report: Report) -> str:
     parts = []
     for t in report.tables:
@@ -241,6 +258,15 @@ def markdown(report: Report) -> str:
         lines += [""] + [f"- {note}" for note in t.notes]
         parts.append("\n".join(lines) + "\n")
     return "\n".join(parts)
+
+
+def to_frame(rows: list[dict[str, Any]]) -> "pandas.DataFrame":
+    """The CSV's rows as a pandas DataFrame, the CSV's columns in its order: for a notebook, without a file in
+    between (`to_frame(build_report(records).rows)`)."""
+    import pandas
+
+    return pandas.DataFrame([{column: row.get(column) for column in CSV_COLUMNS} for row in rows],
+                            columns=list(CSV_COLUMNS))
 
 
 def to_csv(rows: list[dict[str, Any]]) -> str:
@@ -293,28 +319,31 @@ def _generation_notes(rows: list[dict[str, Any]]) -> list[str]:
     return notes
 
 
+def generation_lines(rows: list[dict[str, Any]]) -> tuple[str, list[str], list[list[str]], list[str]]:
+    """One generation table (the rows of one group, `cells.generation_cells`): title, header, the named operating
+    points' lines (curve points are the figure's) and the notes, which every rendering shows."""
+    body = [[_generation_text(r, c) for c in GENERATION_COLUMNS] for r in rows if r["operating_point"] != "curve"]
+    return _generation_title(rows), [GENERATION_HEADERS[c] for c in GENERATION_COLUMNS], body, _generation_notes(rows)
+
+
 def generation_rich_table(rows: list[dict[str, Any]]) -> Table:
-    """One generation table (the rows of one group, `cells.generation_cells`), terminal form."""
-    table = Table(title=_generation_title(rows))
-    for column in GENERATION_COLUMNS:
-        table.add_column(GENERATION_HEADERS[column],
-                         justify="left" if column in ("task", "method", "operating_point") else "right")
-    for row in rows:
-        if row["operating_point"] != "curve":
-            table.add_row(*(_generation_text(row, c) for c in GENERATION_COLUMNS))
-    notes = _generation_notes(rows)
+    """One generation table, terminal form."""
+    title, header, body, notes = generation_lines(rows)
+    table = Table(title=title)
+    for column, name in zip(GENERATION_COLUMNS, header):
+        table.add_column(name, justify="left" if column in ("task", "method", "operating_point") else "right")
+    for line in body:
+        table.add_row(*line)
     if notes:
         table.caption = "\n".join(notes)
     return table
 
 
 def generation_markdown(rows: list[dict[str, Any]]) -> str:
-    """One generation table (the rows of one group), Markdown."""
-    lines = [f"**{_generation_title(rows)}**", "", "| " + " | ".join(GENERATION_COLUMNS) + " |",
-             "|" + "---|" * len(GENERATION_COLUMNS)]
-    lines += ["| " + " | ".join(_generation_text(r, c) for c in GENERATION_COLUMNS) + " |" for r in rows
-              if r["operating_point"] != "curve"]
-    notes = _generation_notes(rows)
+    """One generation table, Markdown."""
+    title, _, body, notes = generation_lines(rows)
+    lines = [f"**{title}**", "", "| " + " | ".join(GENERATION_COLUMNS) + " |", "|" + "---|" * len(GENERATION_COLUMNS)]
+    lines += ["| " + " | ".join(line) + " |" for line in body]
     if notes:
         lines += [""] + [f"- {note}." for note in notes]
     return "\n".join(lines) + "\n"

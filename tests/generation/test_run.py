@@ -14,6 +14,7 @@ from cee_bench.generation.tasks import load_examples
 from cee_bench.options import RunOptions
 from cee_bench.runner import run
 from cee_bench.tasks import get_task
+from data_paths import SHARED_DATA
 
 WORDS = "the a cat dog sat ran on mat park today news said police man woman city summary of it was".split()
 
@@ -68,9 +69,9 @@ def test_missing_field_names_the_file_and_record(tmp_path):
 
 
 def test_shared_data_loads_when_at_hand():
-    shared = Path(__file__).resolve().parents[3] / "shared" / "data"
+    shared = SHARED_DATA
     if not (shared / "cnn_dm").is_dir():
-        pytest.skip("../shared/data not at hand")
+        pytest.skip(f"no CNN/DM data at {shared / 'cnn_dm'}")
     examples, _ = load_examples("cnndm", shared)
     assert len(examples) == 250 and examples[0].gold
 

@@ -277,3 +277,16 @@ def test_a_fallback_in_some_seeds_is_named_even_at_full_depth():
                         seed=s) for s in (42, 43)]
     body = _body(rep.build_report(records, resamples=20))
     assert body["PABEE (≤1% loss @90% conf., LTT)"]["rte layers"] == "0% (fallback: full depth in 1/2 seeds)"
+
+
+def test_to_frame_is_the_csv_as_a_dataframe():
+    """`report.to_frame`: the CSV's rows and columns, for a notebook, with the numbers as numbers."""
+    labels, preds = _data(n=60)
+    report = rep.build_report([_full("rte", labels, preds),
+                               _record("rte", "pabee", labels, {"le1_loss": (preds, np.full(60, 3), True)})],
+                              resamples=20)
+    frame = rep.to_frame(report.rows)
+    assert list(frame.columns) == list(tables.CSV_COLUMNS) and len(frame) == len(report.rows) == 2
+    from_csv = list(csv.DictReader(io.StringIO(tables.to_csv(report.rows))))
+    assert frame["method"].tolist() == [r["method"] for r in from_csv]
+    assert frame["score_mean"].tolist() == pytest.approx([float(r["score_mean"]) for r in from_csv])
