@@ -22,9 +22,7 @@ from cee_bench.errors import UserError
 
 State = dict[str, torch.Tensor]
 Signals = dict[str, torch.Tensor]
-
-
-LOGITS = frozenset({"logits"})
+LOGITS = frozenset({"logits"})  # what a rule that tests the exit heads' predictions reads
 
 
 class ExitRule(Protocol):

@@ -77,7 +77,7 @@ def training_key(identity: dict[str, Any]) -> str:
 def weights_digest(module: torch.nn.Module, *, remember: bool = True) -> str:
     """sha256 of a module's tensors (names, shapes, dtypes, values): the backbone's identity, whatever path or hub id
     it was loaded from. Cached on the module, which the harness never trains (every method trains a copy), unless
-    `remember` is False (a trained model's weights, `trace_cache`)."""
+    `remember` is False (a trained model's weights, `evaluation_cache`)."""
     cached = getattr(module, "_cee_weights_digest", None)
     if cached is None:
         digest = hashlib.sha256()
