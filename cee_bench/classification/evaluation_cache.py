@@ -35,8 +35,10 @@ from cee_bench.progress import Progress
 from cee_bench.results import atomic_write, write_json
 
 PACKAGE = Path(__file__).resolve().parents[2]
-# the sources an evaluation's numbers depend on: the wing and its methods, the timing statistics and their bootstrap
-CODE = ("cee_bench/classification", "baselines", "cee_bench/timing.py", "cee_bench/intervals.py")
+# the sources an evaluation's numbers depend on: the wing and its methods, the precision it computes at, the timing
+# statistics and their bootstrap
+CODE = ("cee_bench/classification", "baselines", "cee_bench/precision.py", "cee_bench/timing.py",
+        "cee_bench/intervals.py")
 
 
 class EvaluationCache:
