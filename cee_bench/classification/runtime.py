@@ -147,7 +147,7 @@ def measure_latencies(settings: Sequence[Setting], data: Encoded, *, batch_size:
     device = full_model.device
     clock = Clock(device)
     n = min(max_examples, len(data))
-    rows = data.batch_rows(batch_size, range(n), by_length=bucket)
+    rows = data.batch_rows(batch_size, range(n), by_length=bucket and batch_size > 1)  # batch 1: file order
     batches = [_to(data.collate(r), device) for r in rows]
     exits = torch.empty(len(settings), n, dtype=torch.long)
     sides: list[Callable[[int], object]] = [lambda i: full_model.full_forward(batches[i])]
