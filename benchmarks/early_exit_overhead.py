@@ -86,8 +86,8 @@ def main() -> None:
 
     sides = {"hf": hf, "early exit, full model": lambda b: early_exit(model, Never(), b),
              "full_forward": model.full_forward, "heads + test": lambda b: early_exit(model, EntropyBelow(0.0), b)}
-    print(f"{backbone}, {model.num_layers} layers, {args.dtype}, SST-2 dev, {args.threads} thread(s), {args.rounds} rounds; "
-          f"load average {os.getloadavg()[0]:.1f}; speed ÷ the Hugging Face forward (HF time ÷ side time), median "
+    print(f"{backbone}, {model.num_layers} layers, {args.dtype}, SST-2 dev, {args.threads} thread(s), "
+          f"{args.rounds} rounds; load average {os.getloadavg()[0]:.1f}; speed ÷ the Hugging Face forward (HF time ÷ side time), median "
           "over rounds [95% interval, batches then rounds]")
     with torch.no_grad():
         for batch_size, examples in ((1, args.examples_b1), (32, args.examples_b32)):

@@ -206,8 +206,8 @@ def main() -> None:
         rows = quality_table(out, seeds=seeds, methods=args.methods)
     print(f"(3) dev {TASK.main_metric} and saved layers (%), mean over {len(seeds)} seed(s) [95% interval over dev "
           "examples] (sd over seeds); bf16 − fp32 [paired interval]")
-    header = ("method", "point", "fp32 score", "bf16 score", "bf16 − fp32", "fp32 saved", "bf16 saved", "bf16 − fp32")
-    print(" | ".join(header))
+    print(" | ".join(("method", "point", "fp32 score", "bf16 score", "bf16 − fp32", "fp32 saved", "bf16 saved",
+                      "bf16 − fp32")))
     for row in rows:
         print(" | ".join([row["method"], row["point"], _level(*row["fp32_score"]), _level(*row["bf16_score"]),
                           _difference(*row["diff_score"]), _level(*row["fp32_saved"]), _level(*row["bf16_saved"]),

@@ -176,3 +176,22 @@ def test_timed_sides_alternate_which_goes_first(random_heads_model, monkeypatch)
     runtime.measure_latency(model, Patience(1), data, batch_size=1, max_examples=4, rounds=2, warmup=0)
     firsts = order[::2]
     assert firsts == ["full", "early", "full", "early", "early", "full", "early", "full"]
+
+
+def test_batch_1_raw_times_are_the_examples_in_file_order(random_heads_model, monkeypatch):
+    """A clock that reads the width of the batch just run: at batch 1 `raw` lists the rows' lengths in file order."""
+    model, data = random_heads_model, _data(12)
+    seen = []
+    forward, early_exit = model.full_forward, runtime.early_exit
+    monkeypatch.setattr(model, "full_forward", lambda b: seen.append(b["input_ids"].shape[1]) or forward(b))
+    monkeypatch.setattr(runtime, "early_exit",
+                        lambda m, r, b: seen.append(b["input_ids"].shape[1]) or early_exit(m, r, b))
+
+    class WidthClock:
+        def time(self, fn) -> float:
+            fn()
+            return float(seen[-1])
+
+    monkeypatch.setattr(runtime, "Clock", lambda device: WidthClock())
+    figures = runtime.measure_latency(model, Patience(1), data, batch_size=1, max_examples=12, rounds=3)
+    assert figures["full_ms"]["raw"] == figures["ee_ms"]["raw"] == [float(len(ids)) for ids in data.input_ids]
