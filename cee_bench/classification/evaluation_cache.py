@@ -3,8 +3,8 @@ model, rule and split, whoever asks for them and in whichever run.
 
 A trace (`trace.compute_trace`) is a function of the model's weights and signal function, the split's rows, the batch
 size, the device and the precision (`--dtype`), and of the code that computes it: `EvaluationCache.trace_key` is a
-hash of exactly those, so every operating point of a method, every method whose model is the same trained model (PCEE-BERT's
-is PABEE's), and a later run of the same models (another grid) read one trace. A confirmation
+hash of exactly those, so every operating point of a method, every method whose model is the same trained model
+(PCEE-BERT's is PABEE's), and a later run of the same models (another grid) read one trace. A confirmation
 (`recipe._confirm`: real early-exit predictions, their agreement with the simulation, the latency figures) is named by
 its dev trace's key, the rule and the timing settings, so a later run that picks an operating point already confirmed
 reads it instead of timing it again; its latency figures keep the time they were measured (`measured_at`).
