@@ -61,7 +61,11 @@ def main() -> None:
               f"{a['ratio']:.2f} (goal 1.0); per method: "
               + ", ".join(f"{m} {n}" for m, n in a["per_method_steps"].items()))
         print(f"2. wall time after / before: {b['after_seconds']:.0f} s / {b['before_seconds']:.0f} s = "
-              f"{b['ratio']:.2f} (goal <= 0.6; before executed {b['before_steps']} steps, after {a['executed_steps']})")
+              f"{b['ratio']:.2f} (goal <= 0.6; before executed {b['before_steps']} steps, after {a['executed_steps']}; "
+              f"training {b['after_train_seconds']:.0f} s / {b['before_train_seconds']:.0f} s = "
+              f"{b['after_train_seconds'] / b['before_train_seconds']:.2f}, the rest (evaluation, set-up) "
+              f"{b['after_seconds'] - b['after_train_seconds']:.0f} s / "
+              f"{b['before_seconds'] - b['before_train_seconds']:.0f} s)")
         c = regrid_ratio(setting, after, b["after_seconds"], grids=other)
         print(f"3. re-run with other grids / first run: {c['rerun_seconds']:.0f} s / {c['first_seconds']:.0f} s = "
               f"{c['ratio']:.2f} (goal <= 0.15; the re-run executed {c['rerun_steps']} training steps)")
