@@ -62,9 +62,10 @@ def test_speedup_interval_of_one_unit_comes_from_the_rounds_and_is_replayed():
                     reason="the resident high-water mark cannot be reset here")
 def test_peak_memory_sees_an_allocation_freed_before_the_block_ends():
     with timing.PeakMemory(torch.device("cpu")) as peak:
-        block = torch.ones(32 * 2**20 // 4)  # 32 MiB, touched
+        # 96 MiB, touched: above glibc's largest mmap threshold (32 MiB), so fresh pages whatever the heap holds free
+        block = torch.ones(96 * 2**20 // 4)
         del block
-    assert 30 <= peak.mb <= 64
+    assert 90 <= peak.mb <= 160
     with timing.PeakMemory(torch.device("cpu")) as quiet:
         pass
     assert quiet.mb < 8
