@@ -149,6 +149,8 @@ def report(
                                                "keys: backbone, model, preset, pooling, device, max_seq_length, "
                                                "max_train_samples, max_eval_samples, task, method, seed."),
     bootstrap: str = typer.Option("1000", help="Paired-bootstrap resamples for the 95% intervals."),
+    strict: bool = typer.Option(False, "--strict", help="Stop (exit 2) at a results file that cannot be read, "
+                                                        "instead of skipping it with a warning."),
 ) -> None:
     """Print the Table 3 mirror of the stored results (and the generation table): seeds aggregated, 95%
     paired-bootstrap intervals, Δ vs the full model; records with different settings in separate tables."""
@@ -162,7 +164,9 @@ def report(
         raise UserError(f"--bootstrap must be a positive integer, got '{bootstrap}'")
     if plots is not None:
         check_folder(plots, "plots folder", must_exist=False)
-    records = load_results(results_dir)
+    warn = Console(stderr=True).print
+    records = load_results(results_dir, strict=strict,
+                           warn=lambda line: warn(line, markup=False, highlight=False, soft_wrap=True))
     if not records:
         raise UserError(f"no result records under {results_dir}; run `cee-bench run` first")
     records = filter_records(records, filters or [])

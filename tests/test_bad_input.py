@@ -70,11 +70,12 @@ def console(*args: str, timeout: float = 300) -> tuple[int, str]:
 
 
 def snapshot(folder: Path) -> dict[str, str]:
-    """Every file's hash and every folder's name under `folder` (a new empty folder is a change too)."""
+    """Every file's hash and every folder's name under `folder` (a new empty folder is a change too), but the empty
+    lock files under `.locks/` that a run which started computing takes (cee_bench/locks.py)."""
     if not folder.exists():
         return {}
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
-            for p in sorted(folder.rglob("*"))}
+            for p in sorted(folder.rglob("*")) if ".locks" not in p.relative_to(folder).parts}
 
 
 def refused(argv: list[str], message: str, folder: Path, cli, *, console_script: bool) -> str:

@@ -11,10 +11,10 @@ times, and writes records and models, while the others wait (see `cee_bench.dist
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,7 +36,7 @@ from cee_bench.presets import PRESET_LIMITS
 from cee_bench.progress import Progress
 from cee_bench.provenance import data_provenance, model_provenance, provenance
 from cee_bench.registry import get_method, parse_methods
-from cee_bench.results import result_path
+from cee_bench.results import read_record, result_path
 from cee_bench.tasks import Task, get_task
 from cee_bench.training import Stage
 from cee_bench.validation import check_at_most
@@ -78,6 +78,15 @@ class ClassificationRecipe:
         for method in methods:
             for name, stage in with_grid(method, resolve_stages(method, opts), opts.grids).items():
                 distributed.per_process_batch(stage.batch_size, f"{method.name} stage '{name}'")
+
+    @staticmethod
+    def needs(name: str, methods: list[str]) -> list[str]:
+        """The methods of `methods` whose records must be written before `name`'s: `full` (its record is the operating
+        points' reference, `_reference`) and those whose trainings `name` shares (`Method.shares`), which the
+        one-process order trains in their own method. So runs sharing a folder, or the jobs of a sweep, write the
+        records one process would."""
+        wanted = {"full", *get_method(name).shares.values()} - {name}
+        return [m for m in methods if m in wanted]
 
     @cached_property
     def data(self) -> dict[str, Encoded]:
@@ -258,11 +267,20 @@ def _reference(opts: RunOptions, task: Task, method: Method, heldout: Trace, dev
     """The score the operating points must keep: the full-model row's when one exists for the same data, model and
     pooling (else the comparison would mix set-ups), otherwise this model's own top layer."""
     full = result_path(opts.output_dir, task.name, "full", opts.seed)
-    if method.name != "full" and full.exists():
-        record = json.loads(full.read_text())
+    record = _readable(full) if method.name != "full" else None
+    if record is not None:
         mine = {"pooling": opts.pooling, "model": opts.model or record["backbone"], **opts.limits}
         if all(record["config"].get(key) == value for key, value in mine.items() if key != "latency_examples"):
             return {"source": "full-model record", "heldout": record["selection_curve"][0]["score"],
                     "dev": record["curve"][0]["score"]}
     return {"source": "own top layer", "heldout": per_layer_scores(heldout, task)[-1],
             "dev": per_layer_scores(dev, task)[-1]}
+
+
+def _readable(path: Path) -> dict[str, Any] | None:
+    """The record at `path`, or None when there is none that this version can read (`run` recomputes a damaged
+    one where it is asked for)."""
+    try:
+        return read_record(path) if path.exists() else None
+    except UserError:
+        return None

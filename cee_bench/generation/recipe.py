@@ -159,6 +159,11 @@ class GenerationRecipe:
                                             epsilon=opts.epsilon, greedy=opts.greedy)
         check_methods(opts)
 
+    @staticmethod
+    def needs(name: str, methods: list[str]) -> list[str]:
+        """Nothing: a generation record reads no other record (the full model's pass is part of every run)."""
+        return []
+
     def identity(self, name: str) -> dict[str, Any]:
         wanted = {**{f"config.{key}": value for key, value in self._config.items()},
                   "data.source": self.splits.source, "backbone": self.backbone, "seed": self.opts.seed}
