@@ -78,11 +78,18 @@ def run(
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code",
                                            help="Allow code from the model's folder or hub repo to run."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars (CI logs)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (jobs, what they wait for, what is done, "
+                                                          "estimated cost) and stop."),
+    launcher: Optional[str] = typer.Option(None, help="Fan the request out as one job per task, method and seed: "
+                                                      "'local' (processes here) or 'submitit' (SLURM; settings in "
+                                                      "the config file's `submitit:`). See docs/cluster.md."),
+    jobs: Optional[int] = typer.Option(None, help="With --launcher: jobs running at once (local default: one per "
+                                                  "core; submitit: all)."),
 ) -> None:
     """Train and evaluate methods on one task; one JSON record per (task, method, seed)."""
     from cee_bench import runner
     from cee_bench.distributed import is_main
-    from cee_bench.run_config import option_types, plan_runs
+    from cee_bench.run_config import option_types, plan_runs, submitit_settings
 
     params = dict(ctx.params)
     if config is None:
@@ -97,6 +104,16 @@ def run(
     options = [_options(values) for values in runs]
     for opts in options:  # every run is checked before the first one starts
         runner.check_options(opts)
+    fanned = {(values["dry_run"], values["launcher"], values["jobs"]) for values in runs}
+    if len(fanned) > 1:
+        raise UserError("dry_run, launcher and jobs apply to the whole request: give them once, not per run")
+    dry_run, launcher, jobs = fanned.pop()
+    if dry_run or launcher is not None or jobs is not None or config is not None and submitit_settings(config):
+        from cee_bench.sweep import sweep
+
+        code = sweep(options, launcher=launcher, jobs=jobs, dry_run=dry_run, console=console,
+                     settings=submitit_settings(config) if config is not None else {})
+        raise typer.Exit(code)
     paths = [path for opts in options for path in runner.run(opts)]
     if is_main():
         console.print(f"{len(paths)} result file(s) under {', '.join(sorted({str(v['output_dir']) for v in runs}))}")

@@ -46,7 +46,8 @@ def test_a_failed_write_leaves_the_old_entry_and_no_temp_folder(tmp_path):
     assert check_entry(store.folder("k"))[0]["weights"]["size"] == 1000
     assert sorted(p.name for p in store.root.iterdir()) == ["k"]
     write_entry(store.folder("k"), _weights("b"), {"identity": IDENTITY})  # a retrained key replaces the entry
-    assert (store.folder("k") / WEIGHTS).read_bytes()[:1] == b"b" and sorted(p.name for p in store.root.iterdir()) == ["k"]
+    assert (store.folder("k") / WEIGHTS).read_bytes()[:1] == b"b"
+    assert sorted(p.name for p in store.root.iterdir()) == ["k"]
     drop_entry(store.folder("k"))
     assert list(store.root.iterdir()) == []
 
