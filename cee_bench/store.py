@@ -18,6 +18,7 @@ The store is a cache: deleting it only means retraining.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -37,6 +38,17 @@ WEIGHTS = "model.safetensors"
 def store_root(output_dir: Path, task: str) -> Path:
     """The folder of one task's entries (beside `results.result_path`'s records)."""
     return Path(output_dir) / "models" / task
+
+
+def canonical(value: Any) -> Any:
+    """`value` as the JSON it is stored as (tuples become lists, numpy scalars numbers)."""
+    return json.loads(json.dumps(value, default=jsonable))
+
+
+def training_key(identity: dict[str, Any]) -> str:
+    """The store key of a training: sha256 of its identity as canonical JSON (sorted keys), shortened."""
+    text = json.dumps(canonical(identity), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
 def weights_checksum(path: Path) -> dict[str, Any]:
@@ -156,7 +168,7 @@ class ModelStore:
             self.warn(f"store entry {self.relative(key)} is damaged ({problem}): set aside as "
                       f"{aside.relative_to(self.output_dir)}, training it again")
             return None
-        if config is not None and config.get("identity") != json.loads(json.dumps(identity, default=jsonable)):
+        if config is not None and config.get("identity") != canonical(identity):
             self.log(f"  [dim]store entry {key} holds another training: not reused[/dim]")
             return None
         return config

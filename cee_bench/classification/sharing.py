@@ -42,8 +42,8 @@ from cee_bench.classification.multiexit import MultiExitModel
 from cee_bench.classification.store import SINGLE, load_weights, save_entry
 from cee_bench.progress import Progress
 from cee_bench.registry import get_method
-from cee_bench.results import jsonable, result_path
-from cee_bench.store import ModelStore
+from cee_bench.results import result_path
+from cee_bench.store import ModelStore, canonical, training_key
 from cee_bench.tasks import Task
 from cee_bench.training import Stage
 
@@ -65,17 +65,6 @@ class Trained:
     model_store: dict[str, Any] | None
     training: dict[str, Any] = field(default_factory=dict)
     stage_keys: dict[str, str] = field(default_factory=dict)  # shared stage name → its training key
-
-
-def canonical(value: Any) -> Any:
-    """`value` as the JSON it is stored as (tuples become lists, numpy scalars numbers)."""
-    return json.loads(json.dumps(value, default=jsonable))
-
-
-def training_key(identity: dict[str, Any]) -> str:
-    """The store key of a training: sha256 of its identity as canonical JSON (sorted keys), shortened."""
-    text = json.dumps(canonical(identity), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
 def weights_digest(module: torch.nn.Module) -> str:
