@@ -45,11 +45,11 @@ PRESET_COSTS: dict[str, str] = {
     "paper": "the papers' settings (whole training sets, their epochs): hours per method on a CPU",
 }
 # The same measurements as numbers, for a sweep's cost estimate (`cee-bench run --dry-run`): training minutes per
-# method on one thread at `PRESET_MINUTES_ROWS` training rows (cpu: the figures above; smoke: `train_seconds` of the
-# SST-2 records of one run on this machine, load ~3). Methods that share a training count it each time.
+# method on one thread at `PRESET_MINUTES_ROWS` training rows, a shared training counted in each method that uses
+# it (cpu: the figures above; smoke: `train_seconds` of SST-2 records at one thread, 2 cores at load ~8).
 PRESET_MINUTES: dict[str, dict[str, float]] = {
-    "smoke": {"full": 0.12, "pabee": 0.15, "deebert": 0.07, "berxit": 0.12, "right-tool": 0.12, "pcee-bert": 0.01,
-              "consistentee": 0.3, "consistentee-vanilla": 0.3},
+    "smoke": {"full": 0.08, "pabee": 0.09, "deebert": 0.09, "berxit": 0.08, "right-tool": 0.08, "pcee-bert": 0.1,
+              "consistentee": 0.31, "consistentee-vanilla": 0.31},
     "cpu": {"full": 8.5, "pabee": 9.6, "deebert": 12.5, "berxit": 7.9, "right-tool": 8.4, "pcee-bert": 8.5,
             "consistentee": 56.0, "consistentee-vanilla": 56.0},
 }

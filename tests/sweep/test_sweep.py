@@ -63,7 +63,7 @@ def test_the_plan_orders_each_job_after_the_records_and_trainings_it_needs(tmp_p
     assert needs["sst2/deebert__seed43"] == ["sst2/full__seed43"]
     assert needs["sst2/pcee-bert__seed42"] == needs["sst2/consistentee__seed42"] == \
         ["sst2/full__seed42", "sst2/pabee__seed42"]
-    assert plan.minutes() == pytest.approx(2 * (0.12 + 0.15 + 0.07 + 0.01 + 0.3))
+    assert plan.minutes() == pytest.approx(2 * (0.08 + 0.09 + 0.09 + 0.1 + 0.31))
     (tmp_path / "sst2").mkdir()
     (tmp_path / "sst2" / "full__seed42.json").write_text(json.dumps(
         {"schema": 1, "task": "sst2", "method": "full", "seed": 42, "config": {"preset": "smoke"}}))
@@ -75,7 +75,7 @@ def test_the_plan_orders_each_job_after_the_records_and_trainings_it_needs(tmp_p
 def test_a_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     code, output = _console("run", "--config", str(_config(tmp_path, ["full", "pabee"], [42])), "--dry-run")
     assert code == 0 and "sst2/pabee__seed42 │ sst2/full__seed42 │ to run" in output, output
-    assert "2 job(s): 0 done, 2 to run, at most 1 at once; estimated training 0.3 minutes" in output
+    assert "2 job(s): 0 done, 2 to run, at most 1 at once; estimated training 0.2 minutes" in output
     assert not (tmp_path / "out").exists()
 
 
