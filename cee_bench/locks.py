@@ -59,6 +59,17 @@ class Lock:
         self.lock.release()
 
 
+def when_free(output_dir: Path, target: Path, action: Callable[[], None]) -> None:
+    """Run `action` holding `target`'s lock, unless another process holds it (then nothing is done: that process may
+    be writing `target` now)."""
+    lock = Lock(output_dir, target, say=lambda line: None)
+    if lock.take(wait=False):
+        try:
+            action()
+        finally:
+            lock.release()
+
+
 @contextmanager
 def holding(output_dir: Path, target: Path, *, say: Callable[[str], None]) -> Iterator[None]:
     """Hold the lock of `target` for the block, waiting (and saying so) while another process holds it."""

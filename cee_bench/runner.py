@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable, Protocol
 
 from cee_bench import distributed
-from cee_bench.locks import Lock
+from cee_bench.locks import Lock, when_free
 from cee_bench.options import RunOptions, check_seeds
 from cee_bench.progress import Progress
 from cee_bench.results import clear_debris, debris, environment, result_path, save_result
@@ -104,7 +104,7 @@ def run_seed(opts: RunOptions) -> list[Path]:
             progress.log(f"[dim]{task.name}/{name}: kept {paths[name]} (same configuration; "
                          "--force recomputes it)[/dim]")
             if distributed.is_main() and debris(paths[name]):  # an interrupted --force left its temp file
-                _clear_debris(opts.output_dir, paths[name])
+                when_free(opts.output_dir, paths[name], lambda path=paths[name]: clear_debris(path))
         else:
             pending.append(name)
     while pending:
@@ -154,17 +154,6 @@ def _take_next(pending: list[str], recipe: Recipe, paths: dict[str, Path], outpu
             choice = ready[0], lock
     name = distributed.from_main(None if choice is None else choice[0])
     return name, None if choice is None else choice[1]
-
-
-def _clear_debris(output_dir: Path, path: Path) -> None:
-    """Remove what interrupted writes of the kept record `path` left, unless another run holds its lock (it may be
-    writing it now; it clears them itself)."""
-    lock = Lock(output_dir, path, say=lambda line: None)
-    if lock.take(wait=False):
-        try:
-            clear_debris(path)
-        finally:
-            lock.release()
 
 
 def _stamp(path: Path) -> tuple[int, int, int] | None:

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from cee_bench.locks import Lock, holding
+from cee_bench.locks import holding, when_free
 from cee_bench.provenance import sha256_file
 from cee_bench.results import TMP, clear_debris, jsonable, set_aside, write_json
 
@@ -151,13 +151,8 @@ class ModelStore:
         """Remove what interrupted writes left in the store (`.<key>.*.tmp`), key by key, where no other process holds
         the key (it may be writing it now)."""
         for leftover in sorted(self.root.glob(f".*{TMP}")) if self.root.is_dir() else []:
-            key = leftover.name[1:].split(".", 1)[0]
-            lock = Lock(self.output_dir, self.folder(key), say=self.log)
-            if lock.take(wait=False):
-                try:
-                    clear_debris(self.folder(key))
-                finally:
-                    lock.release()
+            folder = self.folder(leftover.name[1:].split(".", 1)[0])
+            when_free(self.output_dir, folder, lambda folder=folder: clear_debris(folder))
 
     def find(self, key: str, identity: dict[str, Any]) -> dict[str, Any] | None:
         """The verified entry of `key` when it holds exactly `identity` (as JSON); None when there is none, when it
