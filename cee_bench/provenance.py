@@ -9,9 +9,11 @@ of lm-evaluation-harness does the same with its task hashes. `results.environmen
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import subprocess
 import sys
 from datetime import datetime, timezone
+from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable
@@ -43,6 +45,39 @@ def git_state() -> dict[str, Any]:
     commit = git("rev-parse", "HEAD")
     status = git("status", "--porcelain", "--untracked-files=no") if commit else None
     return {"commit": commit.strip() if commit else None, "dirty": None if status is None else bool(status.strip())}
+
+
+# Rooms of the package that never run inside `cee-bench run`: a change there cannot change a record's numbers.
+NOT_IN_RUNS = ("report", "gate")
+
+
+def code_files() -> list[tuple[str, Path]]:
+    """(name, path) of every source file that can shape a record: the package's modules less `NOT_IN_RUNS`, and the
+    baselines' modules (found without importing them)."""
+    roots = [("cee_bench", Path(__file__).resolve().parent)]
+    spec = importlib.util.find_spec("baselines")
+    if spec is not None and spec.submodule_search_locations:
+        roots.append(("baselines", Path(next(iter(spec.submodule_search_locations))).resolve()))
+    files = []
+    for name, root in roots:
+        for path in sorted(root.rglob("*.py")):
+            relative = path.relative_to(root)
+            if name == "cee_bench" and relative.parts[0] in NOT_IN_RUNS:
+                continue
+            files.append((f"{name}/{relative.as_posix()}", path))
+    return files
+
+
+@lru_cache(maxsize=1)
+def code_identity() -> dict[str, Any]:
+    """The code a record came from: `fingerprint`, a sha256 (shortened) of the sources that can shape a record, by
+    name and bytes — it moves with any edit, committed or not, so a record, a resume and a stored training from other
+    code never pass for this code's — plus the git commit and dirty flag where the package runs from a checkout."""
+    digest = hashlib.sha256()
+    files = code_files()
+    for name, path in files:
+        digest.update(name.encode() + b"\0" + path.read_bytes().replace(b"\r\n", b"\n") + b"\0")
+    return {"fingerprint": digest.hexdigest()[:16], "files": len(files), **git_state()}
 
 
 def package_version(name: str) -> str | None:
