@@ -100,6 +100,19 @@ def run(
     paths = [path for opts in options for path in runner.run(opts)]
     if is_main():
         console.print(f"{len(paths)} result file(s) under {', '.join(sorted({str(v['output_dir']) for v in runs}))}")
+        _say_degenerate(paths)
+
+
+def _say_degenerate(paths: list[Path]) -> None:
+    """At the end of a run, the tasks whose full model came out a constant predictor: every early-exit number there
+    is a constant predictor's (the report flags them too and leaves them out of its averages)."""
+    import json
+
+    from cee_bench.report import degenerate_tasks
+
+    records = [json.loads(p.read_text()) for p in paths if p.exists()]
+    for task, why in degenerate_tasks([r for r in records if r.get("kind") == "classification"], resamples=200):
+        console.print(f"{task}: {why}", markup=False, highlight=False)
 
 
 def _checked(values: dict, given: set[str]) -> dict:
@@ -143,21 +156,25 @@ def _options(values: dict) -> RunOptions:
 @app.command()
 def report(
     results_dir: Path = typer.Option(Path("results"), help="Folder of result records."),
-    format: str = typer.Option("table", help="table, csv or markdown."),
+    format: str = typer.Option("table", help="table, csv, markdown or json."),
     plots: Optional[Path] = typer.Option(None, help="Write accuracy-vs-saved-layers PNGs into this folder."),
     filters: Optional[list[str]] = typer.Option(None, "--filter", help="Keep records with KEY=VALUE (repeatable); "
                                                "keys: backbone, model, preset, pooling, device, max_seq_length, "
                                                "max_train_samples, max_eval_samples, task, method, seed."),
-    bootstrap: str = typer.Option("1000", help="Paired-bootstrap resamples for the 95% intervals."),
+    bootstrap: str = typer.Option("1000", help="Two-level paired-bootstrap resamples for the 95% intervals."),
+    verdict: Optional[str] = typer.Option(None, help="Only the verdict: 'all', or the methods to put against the "
+                                                     "baselines (comma-separated), in the chosen format."),
 ) -> None:
-    """Print the Table 3 mirror of the stored results (and the generation table): seeds aggregated, 95%
-    paired-bootstrap intervals, Δ vs the full model; records with different settings in separate tables."""
-    from cee_bench.report import build_report, figure3, figure5, tables
+    """Print the Table 3 mirror of the stored results (and the generation table) and the verdict: seeds aggregated,
+    95% two-level paired-bootstrap intervals (seeds and examples), Δ vs the full model and vs each method's own top
+    layer, degenerate tasks flagged; method against method as yes / no / inconclusive; records with different
+    settings or code in separate tables."""
+    from cee_bench.report import build_report, figure3, figure5, tables, verdict_methods
     from cee_bench.report.grouping import filter_records
     from cee_bench.results import load_results
 
-    if format not in ("table", "csv", "markdown"):
-        raise UserError(f"unknown format '{format}'; choose table, csv or markdown")
+    if format not in ("table", "csv", "markdown", "json"):
+        raise UserError(f"unknown format '{format}'; choose table, csv, markdown or json")
     if not bootstrap.strip().isdigit() or int(bootstrap) < 1:
         raise UserError(f"--bootstrap must be a positive integer, got '{bootstrap}'")
     if plots is not None:
@@ -169,19 +186,27 @@ def report(
     if not records:
         raise UserError(f"no result records under {results_dir} match --filter {' '.join(filters or [])}")
     built = build_report(records, int(bootstrap))
+    chosen = verdict_methods(built, verdict) if verdict is not None else built.verdict
     for warning in built.warnings:
         Console(stderr=True).print(warning, markup=False, highlight=False, soft_wrap=True)
-    if format == "csv":
-        sys.stdout.write(tables.to_csv(built.rows + [row for rows in built.generation for row in rows]))
+    if format == "json":
+        built.verdict = chosen
+        sys.stdout.write(tables.to_json(built, verdict_only=verdict is not None))
+    elif format == "csv":
+        sys.stdout.write(tables.to_csv(chosen, tables.VERDICT_COLUMNS) if verdict is not None else
+                         tables.to_csv(built.rows + [row for rows in built.generation for row in rows]))
     elif format == "markdown":
-        sections = ([tables.markdown(built)] if built.groups else []) + [
+        sections = [] if verdict is not None else ([tables.markdown(built)] if built.groups else []) + [
             tables.generation_markdown(rows) for rows in built.generation]
-        sys.stdout.write("\n".join(sections))
+        sys.stdout.write("\n".join(sections + ([tables.verdict_markdown(chosen)] if chosen else [])))
     else:
-        for table in tables.rich_tables(built):
+        if verdict is None:
+            for table in tables.rich_tables(built):
+                console.print(table)
+            for rows in built.generation:
+                console.print(tables.generation_rich_table(rows))
+        for table in tables.verdict_rich(chosen):
             console.print(table)
-        for rows in built.generation:
-            console.print(tables.generation_rich_table(rows))
     if plots is not None:
         for path in [*figure3.plot_curves(built, plots), *figure5.plot_generation(records, plots)]:
             console.print(f"wrote {path}")
