@@ -175,6 +175,7 @@ def _cell(task: str, method: str, op: str, points: list[tuple[dict, dict]], ev: 
     row["converged"] = None if all(c is None for c in converged) else all(c is not False for c in converged)
     if op == LTT_POINT and method != "full":
         row.update(guarantee(p0, first))
+        row["label"] = guarantee_label([row])
     score_samples, saved_samples = ev.point(points, op)
     _intervals(row, ev, score_samples, saved_samples)
     if reference is not None and method != "full":
@@ -298,13 +299,15 @@ def _empty_cell(task: str, method: str, op: str, records: list[dict[str, Any]], 
     its domain, e.g. a reference score of 0): a row that says why, and no number."""
     first = records[0]
     fields = record_fields(first)
-    return {"kind": "classification", "task": task, "method": method, "method_display": first["method_display"],
-            "operating_point": op, "label": op, **{k: fields[k] for k in (*TABLE_KEYS, *TASK_KEYS)},
-            "metric": first["metric"], "num_layers": first["num_layers"], "seeds": len(records),
-            "seed_list": ";".join(str(r.get("seed")) for r in records), "met": False, "met_seeds": 0,
-            "fallback_seeds": 0, "reached_seeds": 0, "guarantee_empty": reason, "degenerate": False,
-            "converged": None, "within_noise": None, "interval_note": "", "score_mean": None,
-            **guarantee({"ltt": (first.get("guarantee") or {})}, first)}
+    row = {"kind": "classification", "task": task, "method": method, "method_display": first["method_display"],
+           "operating_point": op, "label": "", **{k: fields[k] for k in (*TABLE_KEYS, *TASK_KEYS)},
+           "metric": first["metric"], "num_layers": first["num_layers"], "seeds": len(records),
+           "seed_list": ";".join(str(r.get("seed")) for r in records), "met": False, "met_seeds": 0,
+           "fallback_seeds": 0, "reached_seeds": 0, "guarantee_empty": reason, "degenerate": False,
+           "converged": None, "within_noise": None, "interval_note": "", "score_mean": None,
+           **guarantee({"ltt": (first.get("guarantee") or {})}, first)}
+    row["label"] = guarantee_label([row])
+    return row
 
 
 def summarise(group: Group, resamples: int = DEFAULT_RESAMPLES) -> list[TaskCells]:

@@ -21,7 +21,7 @@ from cee_bench.report.cells import FALLBACK, LTT_POINT, NO_LOG, NOISE, Report, T
 from cee_bench.report.evidence import BOTH, EXAMPLES, SEEDS
 from cee_bench.report.grouping import TABLE_KEYS, TASK_KEYS, Group, method_order, op_order
 from cee_bench.report.sources import code_text, split_words
-from cee_bench.report.verdict import AGGREGATE, CURVE, VS_BEST, headline
+from cee_bench.report.verdict import AGGREGATE, CURVE, VS_BEST, VS_STATIC, headline
 
 METRIC_SHORT = {"f1": "F1", "accuracy": "acc"}
 CSV_COLUMNS = ("kind", "table", "task", "method", "method_display", "operating_point", "label", *TABLE_KEYS,
@@ -367,8 +367,9 @@ def rich_tables(report: Report) -> list[Table]:
     for t in report.tables:
         table = Table(title=t.title, caption="\n".join(t.notes), caption_justify="left", show_lines=True)
         header, body = t.stacked()
-        for column in header:
-            table.add_column(column, justify="left" if column == "Method" else "right", no_wrap=column == "Method")
+        for column in header:  # the row labels wrap (the guarantee's is long) so the numbers keep their width
+            table.add_column(column, justify="left" if column == "Method" else "right",
+                             max_width=30 if column == "Method" else None)
         for line in body:
             table.add_row(*line)
         tables.append(table)
@@ -457,6 +458,16 @@ def verdict_grid(rows: list[dict[str, Any]]) -> list[tuple[str, list[str], list[
                  "at one layer k with the same heads; yes = adaptivity earns credit.",
                  "aggregate = the mean of the per-task differences over the tasks that are not degenerate, its "
                  "interval from their resamples."]
+        levels: dict[str, set[str]] = {}
+        for r in mine:
+            if r["interval_levels"] and r["task"] != AGGREGATE:
+                levels.setdefault(r["measure_label"], set()).add(r["interval_levels"])
+        if levels:
+            notes.append("intervals over: " + "; ".join(f"{label}: {', '.join(sorted(found))}"
+                                                         for label, found in levels.items()) + ".")
+        if any(r["comparison"] == VS_STATIC and r["interval_levels"] == SEEDS for r in mine):
+            notes.append("a static-depth control from records without per-layer logs is their per_layer_scores: the "
+                         "last grid value's model only where each grid value trains its own (ConsistentEE's α).")
         out.append((f"Verdict — {kind} table {table}", header, body, notes))
     return out
 
