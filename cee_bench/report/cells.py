@@ -282,6 +282,8 @@ def _speed(row: dict[str, Any], ev: TaskEvidence, points: list[tuple[dict, dict]
         (low, high), levels = latency[0]["speedup_ci"], "timing rounds (one seed)"
     elif levels is not None and samples is not None and samples.examples:
         levels = levels.replace("examples", "timed examples" if batch == "b1" else "timed batches")
+    elif levels is not None:
+        levels = levels.replace("per-example log", "per-example times")
     row[f"speedup_{batch}_ci_low"], row[f"speedup_{batch}_ci_high"], row[f"speedup_{batch}_levels"] = low, high, levels
     row[f"exit_mismatch_{batch}"] = sum(int(lat["exit_mismatch"]) for lat in latency if
                                         lat.get("exit_mismatch") is not None) if any(

@@ -34,10 +34,9 @@ CSV_COLUMNS = ("kind", "table", "task", "method", "method_display", "operating_p
                "delta_top_ci_low", "delta_top_ci_high", "within_noise_top", "bootstrap_resamples", "interval_note",
                "guarantee_metric", "guarantee_reference", "guarantee_split", "guarantee_confidence",
                "guarantee_void", "guarantee_empty", "mean_exit_layer", "layer_speedup",
-               *(f"{name}_{b}" for b in ("b1", "b32") for name in ("speedup_wall", "speedup_ci_low",
-                                                                  "speedup_ci_high", "speedup_levels",
-                                                                  "realised_fraction", "realised_noise",
-                                                                  "exit_mismatch", "peak_memory_mb")),
+               *(name.format(b=b) for b in ("b1", "b32") for name in (
+                   "speedup_wall_{b}", "speedup_{b}_ci_low", "speedup_{b}_ci_high", "speedup_{b}_levels",
+                   "realised_fraction_{b}", "realised_noise_{b}", "exit_mismatch_{b}", "peak_memory_mb_{b}")),
                "latency_ms_b1", "full_latency_ms_b1", "latency_p50_ms_b1", "latency_p90_ms_b1",
                "latency_p99_ms_b1", "full_latency_p50_ms_b1", "full_latency_p90_ms_b1", "full_latency_p99_ms_b1",
                "real_vs_simulated_agreement", "reference_score", "reference_source", "rouge_l", "rouge_l_ci_low",

@@ -211,7 +211,10 @@ def test_timing_intervals_come_from_the_timed_examples_and_a_realised_fraction_a
     assert pabee["speedup_b1_ci_low"] < pabee["speedup_wall_b1"] < pabee["speedup_b1_ci_high"]
     assert pabee["latency_p99_ms_b1"] > pabee["latency_p50_ms_b1"] and pabee["peak_memory_mb_b1"] == 12.5
     assert pabee["realised_noise_b1"] is False and pabee["exit_mismatch_b1"] == 0
-    assert deebert["speedup_b1_levels"] == "seeds only (no per-example log)" and deebert["realised_noise_b1"]
+    assert deebert["speedup_b1_levels"] == "seeds only (no per-example times)" and deebert["realised_noise_b1"]
+    rows = {r["method"]: r for r in csv.DictReader(io.StringIO(tables.to_csv(report.rows)))}
+    assert float(rows["pabee"]["speedup_b1_ci_low"]) == pytest.approx(pabee["speedup_b1_ci_low"])
+    assert rows["deebert"]["realised_noise_b1"] == "True" and rows["pabee"]["latency_p99_ms_b1"]
     body = {line[0]: dict(zip(report.tables[0].header, line)) for line in report.tables[0].body}
     assert "(noise)" in body["DeeBERT (≤1% loss)"]["rte ×b1/b32"]
     assert "(noise)" not in body["PABEE (≤1% loss)"]["rte ×b1/b32"] and " ± " in body["PABEE (≤1% loss)"]["rte ×b1/b32"]
