@@ -212,3 +212,24 @@ def test_a_record_from_other_code_is_not_resumed_as_this_codes(seeded_run, tmp_p
                        "--output-dir", str(out), *TINY)
     assert code == 2 and "code.fingerprint (stored 0123456789abcdef, requested" in err, err
     assert len(err.strip().splitlines()) == 1 and snapshot(out) == before
+
+
+def test_a_reference_accuracy_of_zero_is_a_finding_not_a_usage_error(tmp_path, glue, cli, monkeypatch) -> None:
+    """QQP's smoke full model once stopped a run after training (δ = 0.01 × 0 refused as bad input). A derived
+    quantity outside its domain now leaves the Learn-then-Test point empty: the run completes, writes its records,
+    and the report says why the row is empty."""
+    from cee_bench.classification import recipe
+
+    monkeypatch.setattr(recipe, "_calibration_scores", lambda task, preds, labels: {"calibration": 0.0,
+                                                                                    "calibration_accuracy": 0.0})
+    out = tmp_path / "out"
+    code, _, err = cli("run", "--task", "sst2", "--methods", "full,pabee", "--data-dir", str(glue), "--output-dir",
+                       str(out), *TINY)
+    assert code == 0, err
+    record = json.loads((out / "sst2" / "pabee__seed42.json").read_text())
+    assert "ltt90_le1" not in record["operating_points"] and set(record["operating_points"]) == {"no_loss",
+                                                                                                   "le1_loss"}
+    assert record["guarantee"]["empty"].startswith("δ = 0.01 × the reference's calibration accuracy 0 = 0")
+    code, report, err = cli("report", "--results-dir", str(out), "--format", "markdown", "--bootstrap", "20")
+    assert code == 0, err
+    assert "| empty: δ = 0.01 × the reference's calibration accuracy 0" in report
