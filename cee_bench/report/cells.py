@@ -83,7 +83,8 @@ def guarantee(point: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
     return {"guarantee_metric": ltt.get("metric") or "accuracy", "guarantee_reference": reference,
             "guarantee_split": split, "guarantee_confidence": 1 - float(ltt.get("epsilon", 0.1)),
             "guarantee_loss": float(ltt.get("loss", 0.01)),
-            "guarantee_void": f"its {' and '.join(fitted)} were fitted on the same {split} rows" if fitted else ""}
+            "guarantee_void": (f"its {' and '.join(fitted)} {'was' if fitted == ['convergence test'] else 'were'} "
+                               f"fitted on the same {split} rows") if fitted else ""}
 
 
 def guarantee_label(cells: list[dict[str, Any]]) -> str:
@@ -118,6 +119,7 @@ class MethodEvidence:
     points: dict[str, tuple[Samples | None, Samples | None]] = field(default_factory=dict)
     reached: dict[str, bool] = field(default_factory=dict)
     constant: dict[str, bool] = field(default_factory=dict)
+    void: dict[str, str] = field(default_factory=dict)  # op → why its guarantee does not hold
     curve: tuple[Samples, Samples] | None = None
     static: tuple[Samples, Samples] | None = None
     multi_exit: bool = True
@@ -340,6 +342,7 @@ def summarise(group: Group, resamples: int = DEFAULT_RESAMPLES) -> list[TaskCell
                 else:
                     found.points[op], found.reached[op] = (score, saved), shown(cell)
                     found.constant[op] = bool(cell["constant_predictor"])
+                    found.void[op] = cell.get("guarantee_void") or ""
                 cells.append(cell)
             empty = [(r.get("guarantee") or {}).get("empty") for r in mrecs]
             if method != "full" and LTT_POINT not in ops and any(empty):

@@ -15,7 +15,7 @@ The paper's claim is that ConsistentEE saves more layers than the best baseline 
 Each difference is paired (same seeds, same example resamples: `evidence.Samples.minus`) and its 95% two-level
 interval decides the word: **yes** when it lies above 0, **no** when it lies at or below 0 (the challenger does not
 save more), **inconclusive** otherwise — and whenever the comparison cannot speak: a side that did not reach the
-point, a constant predictor, a degenerate task, no interval. The aggregate averages the per-task differences over the
+point, a constant predictor, a guarantee that does not hold, a degenerate task, no interval. The aggregate averages the per-task differences over the
 tasks that are not degenerate (each task's resamples are independent, so their samples average resample by resample).
 
 The rows are plain dicts (`verdict_rows`): the tables, the CSV and the JSON render them, and other renderers can too.
@@ -126,12 +126,17 @@ def _row(task: _Task, comparison: str, challenger: MethodEvidence, against: str,
         return row
     row["_samples"] = ev.bootstrap(diff)
     row["verdict"] = word(low, high)
-    constant = [d for m, d in ((challenger.method, challenger.display), (against, against_display))
-                if m in task.methods and task.constant(m, measure)]
+    sides = [(m, d) for m, d in ((challenger.method, challenger.display), (against, against_display))
+             if m in task.methods]
+    constant = [d for m, d in sides if task.constant(m, measure)]
+    void = [f"{d}'s guarantee is void ({task.methods[m].void[measure]})" for m, d in sides
+            if task.methods[m].void.get(measure)]
     if task.task.degenerate:
         row["verdict"], row["reason"] = INCONCLUSIVE, "degenerate task: the full model is a constant predictor"
     elif constant:
         row["verdict"], row["reason"] = INCONCLUSIVE, f"{' and '.join(constant)}: a constant predictor here"
+    elif void:
+        row["verdict"], row["reason"] = INCONCLUSIVE, "; ".join(void)
     return row
 
 
