@@ -103,6 +103,19 @@ def run(
     paths = [path for opts in options for path in runner.run(opts)]
     if is_main():
         _say(f"{len(paths)} result file(s) under {', '.join(sorted({str(v['output_dir']) for v in runs}))}")
+        _say_degenerate(paths)
+
+
+def _say_degenerate(paths: list[Path]) -> None:
+    """At the end of a run, the tasks whose full model came out a constant predictor: every early-exit number there
+    is a constant predictor's (the report flags them too and leaves them out of its averages)."""
+    import json
+
+    from cee_bench.report import degenerate_tasks
+
+    records = [json.loads(p.read_text()) for p in paths if p.exists()]
+    for task, why in degenerate_tasks([r for r in records if r.get("kind") == "classification"], resamples=200):
+        _say(f"{task}: {why}")
 
 
 def _checked(values: dict, given: set[str]) -> dict:
@@ -146,19 +159,23 @@ def _options(values: dict) -> RunOptions:
 @app.command()
 def report(
     results_dir: Path = typer.Option(Path("results"), help="Folder of result records."),
-    format: str = typer.Option("table", help="table, csv, markdown or html (one self-contained page with the "
-                                             "figures)."),
+    format: str = typer.Option("table", help="table, csv, markdown, html (one self-contained page with the figures) "
+                                             "or json."),
     output: Optional[Path] = typer.Option(None, help="Write the report to this file instead of stdout."),
     plots: Optional[Path] = typer.Option(None, help="Write accuracy-vs-saved-layers PNGs into this folder."),
     filters: Optional[list[str]] = typer.Option(None, "--filter", help="Keep records with KEY=VALUE (repeatable); "
                                                "keys: backbone, model, preset, pooling, device, dtype, max_seq_length, "
                                                "max_train_samples, max_eval_samples, task, method, seed."),
-    bootstrap: str = typer.Option("1000", help="Paired-bootstrap resamples for the 95% intervals."),
+    bootstrap: str = typer.Option("1000", help="Two-level paired-bootstrap resamples for the 95% intervals."),
+    verdict: Optional[str] = typer.Option(None, help="Only the verdict: 'all', or the methods to put against the "
+                                                     "baselines (comma-separated), in the chosen format."),
 ) -> None:
-    """Print the Table 3 mirror of the stored results (and the generation table): seeds aggregated, 95%
-    paired-bootstrap intervals, Δ vs the full model; records with different settings in separate tables. The report
-    goes to stdout (or --output); warnings and the figures' file names go to stderr."""
-    from cee_bench.report import build_report, figure3, figure5, render
+    """Print the Table 3 mirror of the stored results (and the generation table) and the verdict: seeds aggregated,
+    95% two-level paired-bootstrap intervals (seeds and examples), Δ vs the full model and vs each method's own top
+    layer, degenerate tasks flagged; method against method as yes / no / inconclusive; records with different
+    settings or code in separate tables. The report goes to stdout (or --output); warnings and the figures' file
+    names go to stderr."""
+    from cee_bench.report import build_report, figure3, figure5, render, verdict_methods
     from cee_bench.report.grouping import filter_records
     from cee_bench.results import load_results
 
@@ -174,7 +191,8 @@ def report(
     built = build_report(records, resamples)
     for warning in built.warnings:
         _say(warning)
-    _emit(render(built, records, format, terminal=output is None and sys.stdout.isatty()), output)
+    chosen = verdict_methods(built, verdict) if verdict is not None else None
+    _emit(render(built, records, format, terminal=output is None and sys.stdout.isatty(), verdict=chosen), output)
     if plots is not None:
         for path in [*figure3.plot_curves(built, plots), *figure5.plot_generation(records, plots)]:
             _say(f"wrote {path}")
@@ -184,7 +202,7 @@ def report(
 def compare(
     a: Path = typer.Argument(..., help="The first results folder (the 'before', e.g. CPU or fp32)."),
     b: Path = typer.Argument(..., help="The second results folder (the 'after', e.g. GPU or bf16)."),
-    format: str = typer.Option("table", help="table, csv, markdown or html."),
+    format: str = typer.Option("table", help="table, csv, markdown, html or json."),
     output: Optional[Path] = typer.Option(None, help="Write the comparison to this file instead of stdout."),
     filters: Optional[list[str]] = typer.Option(None, "--filter", help="Keep records with KEY=VALUE on both sides "
                                                "(repeatable; the keys of `report --filter`)."),

@@ -111,6 +111,24 @@ def cpu_name() -> str:
     return str(get_cpu_info().get("brand_raw") or platform.processor())
 
 
+DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def pack_digits(values: Any) -> str | list[int]:
+    """Small non-negative integers (class ids, exit layers) as one base-36 character each, so the per-example logs of
+    every curve point and layer take a line per array in a record, not a line per example; values beyond 35 stay a
+    list."""
+    numbers = [int(v) for v in values]
+    if any(not 0 <= v < len(DIGITS) for v in numbers):
+        return numbers
+    return "".join(DIGITS[v] for v in numbers)
+
+
+def unpack_digits(packed: str | list[int]) -> list[int]:
+    """The integers `pack_digits` packed (a list is returned as it is)."""
+    return [DIGITS.index(c) for c in packed] if isinstance(packed, str) else [int(v) for v in packed]
+
+
 def jsonable(value: Any) -> Any:
     """numpy / torch scalars and arrays become plain JSON values."""
     if hasattr(value, "tolist"):

@@ -1,10 +1,23 @@
-"""Reading GLUE data (local TSV layout or the hub), carving the held-out split, tokenising and batching.
+"""Reading GLUE data (local TSV layout or the hub), carving the held-out and calibration splits, tokenising and
+batching.
 
 Splits, named the same everywhere they are reported:
-- `train`: what a method trains on (after the held-out rows are taken out);
-- `heldout`: a fixed slice of the GLUE training file that no method trains on; thresholds, operating points and
-  calibrations are chosen here, never on the split that is reported;
+- `train`: what a method trains on (after the held-out and calibration rows are taken out);
+- `heldout`: a fixed slice of the GLUE training file that no method trains on; thresholds, operating points, and what
+  methods fit after training (Right-Tool's temperatures, ConsistentEE's convergence test) are chosen here, never on
+  the split that is reported;
+- `calibration`: a second fixed slice of the GLUE training file, the same size, that nothing is trained, fitted or
+  chosen on except Learn-then-Test's guarantee (`ClassificationRecipe`, the `ltt90_le1` point). Learn-then-Test
+  certifies a risk on data exchangeable with the test data *and independent of the model*; a temperature or a stopping
+  rule fitted on its rows makes the model a function of them and voids the certificate. The slice is the calibration
+  set rather than the held-out one because Right-Tool's temperatures and ConsistentEE's convergence are part of
+  training (the stored model carries them), and the operating points without a guarantee lose nothing by sharing
+  rows with them;
 - `dev`: GLUE's dev set, the split Table 3 reports.
+
+GLUE's training files are not always drawn like dev: SST-2's train holds phrases (its parse-tree nodes) and dev whole
+sentences, so every choice made on a slice of train is made on other text. `split_words` measures it (median words per
+example), the record keeps it under `data.words`, and the report's caption says it.
 """
 
 from __future__ import annotations
@@ -13,8 +26,9 @@ import csv
 import io
 import os
 import random
+import statistics
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -26,7 +40,7 @@ from cee_bench.validation import check_folder, read_text
 
 HELDOUT_FRACTION = 0.1
 HELDOUT_MIN, HELDOUT_MAX = 100, 1000
-HELDOUT_SEED = 20240101  # fixed, so every method and seed shares the same held-out rows
+HELDOUT_SEED = 20240101  # fixed, so every method and seed shares the same held-out and calibration rows
 
 
 @dataclass(frozen=True)
@@ -44,6 +58,7 @@ class Splits:
     source: str  # where the data came from, for the results metadata
     files: tuple[Path, ...] = ()  # every local file read (their sha256 go into the record's provenance)
     hub: dict[str, Any] | None = None  # for hub data: dataset id, config and each split's fingerprint
+    calibration: list[Example] = field(default_factory=list)  # Learn-then-Test's own slice of train
 
 
 def resolve_data_dir(data_dir: Path | None) -> Path | None:
@@ -75,13 +90,27 @@ def load_splits(task: Task, data_dir: Path | None, *, max_train: int | None = No
     order = list(range(len(train_all)))
     random.Random(HELDOUT_SEED).shuffle(order)
     n_held = min(HELDOUT_MAX, max(HELDOUT_MIN, int(HELDOUT_FRACTION * len(train_all))))
-    heldout = [train_all[i] for i in order[:n_held]]
-    train = [train_all[i] for i in order[n_held:]]
+    if len(train_all) <= 2 * n_held:
+        raise UserError(f"task {task.name}: {len(train_all)} training rows in {source} leave none to train on after "
+                        f"the held-out and calibration slices ({n_held} rows each)")
+    heldout = [train_all[i] for i in order[:n_held]]  # first: the same rows as before the calibration slice existed
+    calibration = [train_all[i] for i in order[n_held:2 * n_held]]
+    train = [train_all[i] for i in order[2 * n_held:]]
     if max_train is not None:
         train = random.Random(seed).sample(train, min(max_train, len(train)))
     if max_eval is not None:
-        heldout, dev = heldout[:max_eval], dev[:max_eval]
-    return Splits(train=train, heldout=heldout, dev=dev, source=source, files=files, hub=hub)
+        heldout, calibration, dev = heldout[:max_eval], calibration[:max_eval], dev[:max_eval]
+    return Splits(train=train, heldout=heldout, dev=dev, source=source, files=files, hub=hub, calibration=calibration)
+
+
+def median_words(examples: Sequence[Example]) -> float | None:
+    """The median number of whitespace-separated words per example (both texts of a pair together)."""
+    return float(statistics.median(sum(len(t.split()) for t in e.texts) for e in examples)) if examples else None
+
+
+def split_words(splits: Splits) -> dict[str, float | None]:
+    """Median words per example of every split: what tells a slice of train from dev (SST-2: phrases vs sentences)."""
+    return {name: median_words(getattr(splits, name)) for name in ("train", "heldout", "calibration", "dev")}
 
 
 def read_glue_tsv(task: Task, path: Path) -> list[Example]:

@@ -111,6 +111,7 @@ class _Full:
     references: list[str]
     full_tps: float
     full_point: dict[str, Any]
+    full_examples: dict[str, Any] | None = None  # the full model's per-prompt values (`curve_point`'s `examples`)
 
 
 class GenerationRecipe:
@@ -212,6 +213,7 @@ class GenerationRecipe:
         full = _Full(eval_prompts, calib_prompts, options, full_eval, full_eval_texts, full_calib_texts, references,
                      decode_speed(full_eval), {})
         full.full_point = self._point(full, full_eval, full.full_tps, threshold=1.0, full_model=True)
+        full.full_examples = full.full_point.pop("examples")
         return full
 
     def _point(self, full: _Full, generations, reference_tps: float, **labels) -> dict:
@@ -236,7 +238,7 @@ class GenerationRecipe:
         method, full, cfg, ctx = get_method(name, "generation"), self.full, self.cfg, self.context
         candidates, info = method.candidates(ctx, self.grids[name])
         info.update(ctx.notes)
-        curve, risks, outputs = [full.full_point], [], [full.full_eval]
+        curve, risks, outputs, examples = [full.full_point], [], [full.full_eval], [full.full_examples]
         with self.progress.task(f"decode {name}", total=len(candidates)) as advance:
             for candidate in candidates:
                 calib = decode_split(candidate.mlm, full.calib_prompts, candidate.rule, **full.options)
@@ -249,6 +251,7 @@ class GenerationRecipe:
                     evaluated = decode_split(candidate.mlm, full.eval_prompts, candidate.rule, **full.options)
                     curve.append(self._point(full, evaluated, full.full_tps, **candidate.labels))
                 outputs.append(evaluated)
+                examples.append(curve[-1].pop("examples"))
                 advance(escape(str(candidate.labels)))
                 self.progress.log(f"  {escape(str(candidate.labels))}: ROUGE-L {curve[-1]['rouge_l']:.3f}, "
                                   f"layers/token {curve[-1]['mean_layers_per_token']:.1f}, speed-up "
@@ -264,11 +267,15 @@ class GenerationRecipe:
                             "grid_source": "run options" if name in self.opts.grids else "method"},
             "curve": curve, "curve_kind": "measured",
             "eval_split": "eval", "select_split": "calibration",
-            "operating_points": {"ltt": {**curve[chosen], "fallback": fallback, "selected_on": "calibration"},
-                                 "full": full.full_point},
+            "operating_points": {"ltt": {**curve[chosen], "fallback": fallback, "selected_on": "calibration",
+                                         "curve_index": chosen},
+                                 "full": {**full.full_point, "curve_index": 0}},
             "per_example": {"ids": full.eval_prompts.ids, "calibration_ids": full.calib_prompts.ids,
                             "points": {"ltt": {"texts": [t[:_TEXT_KEEP] for t in self.texts(outputs[chosen])],
-                                               "exit_layers": [g.exit_layers for g in outputs[chosen]]}}},
+                                               "exit_layers": [g.exit_layers for g in outputs[chosen]],
+                                               "rouge_l": examples[chosen]["rouge_l"],
+                                               "bert_f": examples[chosen]["bert_f"]}},
+                            "curve": examples},
         }
 
     def _common_meta(self, method: Any, info: dict, ltt: Any) -> dict[str, Any]:
