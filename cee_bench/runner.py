@@ -21,6 +21,7 @@ from cee_bench import distributed
 from cee_bench.locks import Lock, when_free
 from cee_bench.options import RunOptions, check_seeds
 from cee_bench.progress import Progress
+from cee_bench.provenance import code_identity
 from cee_bench.results import clear_debris, debris, environment, result_path, save_result
 from cee_bench.resume import replace_damaged, reusable
 from cee_bench.tasks import get_task
@@ -87,15 +88,18 @@ def check_options(opts: RunOptions) -> None:
 def run_seed(opts: RunOptions) -> list[Path]:
     """Every method of `opts` at its one `seed`: the run shell of both kinds. It checks the request (unless `run`
     already did), resolves the device, hands the set-up to the recipe of the task's kind, reuses or recomputes each
-    record, and builds and saves the record envelope (task, method, seed, kind, config, environment, provenance,
-    data) around the recipe's numbers."""
+    record, and builds and saves the record envelope (task, method, seed, kind, config, code, environment,
+    provenance, data) around the recipe's numbers. The code's fingerprint is part of what a stored record must match
+    (`provenance.code_identity`): numbers from other code are recomputed or refused, never kept as this code's."""
     check_options(opts)
     task = get_task(opts.task, kind=None)
     distributed.start(opts.resolved_device)
     progress = Progress(quiet=opts.quiet)
     recipe = recipe_for(task.kind)(opts, progress)
     paths = {name: result_path(opts.output_dir, task.name, name, opts.seed) for name in recipe.methods}
-    reused = {name: reusable(paths[name], recipe.identity(name), force=opts.force)
+    code = code_identity()  # a record from other code is another configuration: never resumed as this one's
+    wanted = {name: {**recipe.identity(name), "code.fingerprint": code["fingerprint"]} for name in recipe.methods}
+    reused = {name: reusable(paths[name], wanted[name], force=opts.force)
               for name in recipe.methods}  # every mismatch is found before the first method trains
     seen = {name: _stamp(paths[name]) for name in recipe.methods}
     pending = []
@@ -112,7 +116,7 @@ def run_seed(opts: RunOptions) -> list[Path]:
         pending.remove(name)
         try:
             # A record that another run wrote since this one started is new: kept, even under --force.
-            kept = distributed.is_main() and reusable(paths[name], recipe.identity(name),
+            kept = distributed.is_main() and reusable(paths[name], wanted[name],
                                                       force=opts.force and _stamp(paths[name]) == seen[name])
             if distributed.from_main(kept):
                 progress.log(f"[dim]{task.name}/{name}: kept {paths[name]} (written by another run meanwhile)[/dim]")
@@ -123,7 +127,7 @@ def run_seed(opts: RunOptions) -> list[Path]:
             body = recipe.run_method(name)
             if body is not None:  # None on the processes other than the main one
                 record = {"task": task.name, "method": name, "seed": opts.seed, "kind": task.kind,
-                          "config": recipe.config(name), **body, "environment": environment(),
+                          "config": recipe.config(name), **body, "code": code, "environment": environment(),
                           "provenance": recipe.provenance, "data": recipe.data_summary}
                 save_result(opts.output_dir, record)
                 progress.log(f"  wrote {paths[name]}")

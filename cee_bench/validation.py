@@ -101,6 +101,18 @@ def check_output_folder(path: Path, *subfolders: str) -> Path:
     return Path(path)
 
 
+def check_output_file(path: Path, option: str) -> Path:
+    """A file the user asked to have written (`--output`, `--json`): refused when it is a folder or a level above it
+    is a file, before any work starts, so nothing is computed for nowhere and nothing is half written."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{option} expects a file, but {path} is a folder")
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            raise UserError(f"{option}: {parent} is a file, so {path} cannot be written")
+    return path
+
+
 def read_text(path: Path, *, encoding: str = "utf-8") -> str:
     """A data file's text; a missing, unreadable or undecodable file is one line naming the path (and the line)."""
     path = Path(path)

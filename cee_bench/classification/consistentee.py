@@ -1,4 +1,4 @@
-"""ConsistentEE for classification (Zeng et al., AAAI 2024), METHODS.md §1 and the paper's "Model Training and
+"""ConsistentEE for classification (Zeng et al., AAAI 2024), docs/METHODS.md §1 and the paper's "Model Training and
 Inference" (authoritative where the two differ).
 
 Heads: the backbone's shared pooler, dropout and a `Linear(H, C)` per layer, plus one policy network per layer
@@ -142,7 +142,8 @@ def alpha_per_layer(alpha_depth: float, num_layers: int) -> float:
 
 def policy_logits(policies: nn.ModuleList, pooled: torch.Tensor) -> torch.Tensor:
     """Exit logits [B, L−1] of the L−1 deciding layers from pooled states [B, ≥L−1, H]."""
-    return torch.stack([policy(pooled[:, i]) for i, policy in enumerate(policies)], dim=1)
+    # fp32 whatever the run's dtype: the trajectory log-probabilities and P(exit) > 0.5 are computed from these
+    return torch.stack([policy(pooled[:, i]) for i, policy in enumerate(policies)], dim=1).float()
 
 
 def policy_signals(model: MultiExitModel, layer: int, signals: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -1,9 +1,9 @@
 """One training per distinct training key: `MethodTrainer` trains a method's stages, shares them across methods and
 keeps them in the model store (`cee_bench.store`, with `cee_bench.classification.store` for the models' layout).
 
-A training key names what decides a set of trained weights: the method whose heads and loss train them, the stage
-settings, the stages before it (`parents`), the backbone's weights, the training and held-out rows (as tokenised),
-pooling and seed. The key is a hash of that identity as canonical JSON (`training_key`), so two methods whose stages
+A training key names what decides a set of trained weights: the code (`provenance.code_identity`'s fingerprint), the
+method whose heads and loss train them, the stage settings, the stages before it (`parents`), the backbone's weights,
+the training and held-out rows (as tokenised), pooling and seed. The key is a hash of that identity as canonical JSON (`training_key`), so two methods whose stages
 train the same thing (DeeBERT's stage 1 is `full`'s training, PCEE-BERT's and ConsistentEE's step 1 are PABEE's) get
 the same key and the second one loads what the first one trained — within one `run --methods all` and across runs.
 Methods declare this (`Method.shares`, `Method.adopt`, `Method.resumes_rounds`); this module owns the loop:
@@ -41,6 +41,7 @@ from cee_bench.classification.method import Method, build_model, resolve_stages
 from cee_bench.classification.multiexit import MultiExitModel
 from cee_bench.classification.store import SINGLE, load_weights, save_entry
 from cee_bench.progress import Progress
+from cee_bench.provenance import code_identity
 from cee_bench.registry import get_method
 from cee_bench.results import result_path
 from cee_bench.store import ModelStore, canonical, training_key
@@ -50,7 +51,6 @@ from cee_bench.training import Stage
 if TYPE_CHECKING:
     from cee_bench.options import RunOptions
 
-KEY_VERSION = 1  # bump when a change to the training code changes what a training key's weights are
 
 
 @dataclass
@@ -88,10 +88,13 @@ def data_digest(data: Encoded) -> str:
 
 
 def base_identity(task: Task, encoder: torch.nn.Module, data: dict[str, Encoded], *, pooling: str, seed: int,
-                  eval_batch_size: int) -> dict[str, Any]:
-    """What every training of a run shares: task, backbone weights, training and held-out rows, pooling, seed."""
-    return {"version": KEY_VERSION, "task": task.name, "num_labels": task.num_labels,
+                  eval_batch_size: int, dtype: str) -> dict[str, Any]:
+    """What every training of a run shares: the code (its fingerprint, so weights trained by other code are never
+    reused as this code's: no version number to remember to bump), task, backbone weights, training and held-out
+    rows, pooling, seed and the precision it trains at (bf16 weights are other weights than fp32's)."""
+    return {"code": code_identity()["fingerprint"], "task": task.name, "num_labels": task.num_labels,
             "backbone": weights_digest(encoder), "pooling": pooling, "seed": seed, "eval_batch_size": eval_batch_size,
+            "dtype": dtype,
             "data": {"train": data_digest(data["train"]), "heldout": data_digest(data["heldout"])}}
 
 
@@ -106,7 +109,7 @@ class MethodTrainer:
             if opts.share else None
         if self.store is not None and distributed.is_main():
             self.store.clear_debris()
-        self.base = base_identity(task, encoder, data, pooling=opts.pooling, seed=opts.seed,
+        self.base = base_identity(task, encoder, data, pooling=opts.pooling, seed=opts.seed, dtype=opts.dtype,
                                   eval_batch_size=eval_batch_size)
         self.training: dict[str, Any] = {"store": "off" if self.store is None else
                                          "retrain" if opts.retrain else "reuse",
@@ -199,7 +202,7 @@ class MethodTrainer:
     def run(self) -> Trained:
         """Train (or load) every stage of the method for this run: see the module docstring."""
         method, opts = self.method, self.opts
-        model = build_model(method, self.encoder, self.task, opts.pooling, opts.seed)
+        model = build_model(method, self.encoder, self.task, opts.pooling, opts.seed, opts.dtype)
         log: dict[str, Any] = {}
         meta: dict[str, Any] = {}
         parents: list[str] = []
@@ -211,7 +214,7 @@ class MethodTrainer:
                 self.training["not_shared"][stage_name] = (
                     f"{method.name}'s stage '{stage_name}' differs from {source.name}'s stage '{source_stage}' under "
                     f"the '{opts.preset}' preset ({_differences(settings, theirs)}): trained on its own")
-            source_model = build_model(source, self.encoder, self.task, opts.pooling, opts.seed)
+            source_model = build_model(source, self.encoder, self.task, opts.pooling, opts.seed, opts.dtype)
             key, entry = self.train_or_load(source, source_model, {source_stage: settings}, [], stage_name)
             method.adopt(model, source_model)
             del source_model

@@ -17,6 +17,7 @@ from torch import nn
 
 from cee_bench.classification.multiexit import MultiExitModel
 from cee_bench.errors import UserError
+from cee_bench.precision import DEFAULT_DTYPE
 from cee_bench.store import WEIGHTS, check_entry, write_entry
 
 SINGLE = "model"  # the variant name of a method's only model
@@ -36,7 +37,7 @@ def save_entry(folder: Path, model: MultiExitModel, *, task: str, method: str, s
     # save_model, not save_file: a shared pooler is one tensor under two names, which save_file refuses
     write_entry(folder, lambda path: save_model(model, str(path)),
                 {**extra, "task": task, "method": method, "seed": seed, "pooling": pooling,
-                 "backbone_config": backbone.config.to_dict()})
+                 "precision": model.precision, "backbone_config": backbone.config.to_dict()})
 
 
 def load_weights(folder: Path, model: MultiExitModel) -> MultiExitModel:
@@ -62,5 +63,5 @@ def load_model(folder: Path) -> MultiExitModel:
     backbone_config = dict(config["backbone_config"])
     encoder = AutoModel.from_config(AutoConfig.for_model(backbone_config.pop("model_type"), **backbone_config))
     model = build_model(get_method(config["method"]), encoder, get_task(config["task"]), config["pooling"],
-                        config["seed"])
+                        config["seed"], config.get("precision", DEFAULT_DTYPE))
     return load_weights(folder, model).eval()

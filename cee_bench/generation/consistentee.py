@@ -1,4 +1,4 @@
-"""ConsistentEE for generation (ConsistentEE-LLM, METHODS.md §2), the whole method in one module: per-token policy
+"""ConsistentEE for generation (ConsistentEE-LLM, docs/METHODS.md §2), the whole method in one module: per-token policy
 networks, their training stages, the inference rule and the method (`METHOD`: its candidates and record metadata).
 
 Architecture: a policy `Linear(H, 1)` + sigmoid per exit layer on the final-RMS-normed state of the token (§2.1);

@@ -23,6 +23,7 @@ from rich.markup import escape
 from cee_bench.errors import UserError
 from cee_bench.generation.tasks import PromptExample, PromptSplits, make_splits
 from cee_bench.options import RunOptions
+from cee_bench.precision import autocast
 from cee_bench.presets import GenerationPreset, generation_preset
 from cee_bench.progress import Progress
 from cee_bench.registry import get_method, method_names, parse_methods
@@ -110,6 +111,7 @@ class _Full:
     references: list[str]
     full_tps: float
     full_point: dict[str, Any]
+    full_examples: dict[str, Any] | None = None  # the full model's per-prompt values (`curve_point`'s `examples`)
 
 
 class GenerationRecipe:
@@ -145,7 +147,8 @@ class GenerationRecipe:
                                      backbone_provenance(opts.model, self.lm, self.backbone, opts.revision))
         self.exit_layers = every_layer(len(self.lm.model.layers), self.cfg.exit_stride)
         self.full_view = MultiExitLM(self.lm, self.exit_layers)
-        self._config = generation_config(self.cfg, self.exit_layers, opts.resolved_device, opts.model, self.backbone)
+        self._config = {**generation_config(self.cfg, self.exit_layers, opts.resolved_device, opts.model,
+                                            self.backbone), "dtype": opts.dtype}
         self.data_summary = {"source": self.splits.source, "eval": len(self.splits.eval),
                              "calibration": len(self.splits.calib), "train": len(self.splits.train),
                              "note": "evaluation = the first examples, calibration = the next ones"}
@@ -159,6 +162,9 @@ class GenerationRecipe:
     def check(opts: RunOptions) -> None:
         """Everything of a generation request that needs no data or model: the preset with the overrides
         (`opts.generation`, δ and ε included) and the methods with their grids (`opts.grids`)."""
+        if opts.dtype == "fp16":
+            raise UserError("--dtype fp16 is not supported for generation tasks (their adapter stages train without "
+                            "loss scaling); use bf16 or fp32")
         opts.generation = generation_preset(opts.preset, max_eval_samples=opts.max_eval_samples,
                                             max_train_samples=opts.max_train_samples, delta=opts.delta,
                                             epsilon=opts.epsilon, greedy=opts.greedy)
@@ -220,6 +226,7 @@ class GenerationRecipe:
         full = _Full(eval_prompts, calib_prompts, options, full_eval, full_eval_texts, full_calib_texts, references,
                      decode_speed(full_eval), {})
         full.full_point = self._point(full, full_eval, full.full_tps, threshold=1.0, full_model=True)
+        full.full_examples = full.full_point.pop("examples")
         return full
 
     def _point(self, full: _Full, generations, reference_tps: float, **labels) -> dict:
@@ -230,6 +237,13 @@ class GenerationRecipe:
                            example_ids=full.eval_prompts.ids, **labels)
 
     def run_method(self, name: str) -> dict[str, Any]:
+        """The method's record, computed at the run's precision (the full model's reference decode too, which the first
+        method computes): autocast over the decoder's passes; the adapter stages train under it through the one
+        training loop, which keeps backward and optimiser steps out of autocast."""
+        with autocast(self.opts.dtype, self.lm.device.type):
+            return self._run_method(name)
+
+    def _run_method(self, name: str) -> dict[str, Any]:
         """Train, decode every candidate on calibration and evaluation prompts, Learn-then-Test, the curve."""
         from cee_bench.generation.evaluation import consistency_risks, decode_speed, decode_split, decode_split_paired
         from cee_bench.ltt import learn_then_test
@@ -239,7 +253,7 @@ class GenerationRecipe:
             ctx.store.method = name
         candidates, info = method.candidates(ctx, self.grids[name])
         info.update(ctx.notes)
-        curve, risks, outputs = [full.full_point], [], [full.full_eval]
+        curve, risks, outputs, examples = [full.full_point], [], [full.full_eval], [full.full_examples]
         with self.progress.task(f"decode {name}", total=len(candidates)) as advance:
             for candidate in candidates:
                 calib = decode_split(candidate.mlm, full.calib_prompts, candidate.rule, **full.options)
@@ -252,6 +266,7 @@ class GenerationRecipe:
                     evaluated = decode_split(candidate.mlm, full.eval_prompts, candidate.rule, **full.options)
                     curve.append(self._point(full, evaluated, full.full_tps, **candidate.labels))
                 outputs.append(evaluated)
+                examples.append(curve[-1].pop("examples"))
                 advance(escape(str(candidate.labels)))
                 self.progress.log(f"  {escape(str(candidate.labels))}: ROUGE-L {curve[-1]['rouge_l']:.3f}, "
                                   f"layers/token {curve[-1]['mean_layers_per_token']:.1f}, speed-up "
@@ -268,11 +283,15 @@ class GenerationRecipe:
             "training": {"store": "off"} if ctx.store is None else ctx.store.block(name),
             "curve": curve, "curve_kind": "measured",
             "eval_split": "eval", "select_split": "calibration",
-            "operating_points": {"ltt": {**curve[chosen], "fallback": fallback, "selected_on": "calibration"},
-                                 "full": full.full_point},
+            "operating_points": {"ltt": {**curve[chosen], "fallback": fallback, "selected_on": "calibration",
+                                         "curve_index": chosen},
+                                 "full": {**full.full_point, "curve_index": 0}},
             "per_example": {"ids": full.eval_prompts.ids, "calibration_ids": full.calib_prompts.ids,
                             "points": {"ltt": {"texts": [t[:_TEXT_KEEP] for t in self.texts(outputs[chosen])],
-                                               "exit_layers": [g.exit_layers for g in outputs[chosen]]}}},
+                                               "exit_layers": [g.exit_layers for g in outputs[chosen]],
+                                               "rouge_l": examples[chosen]["rouge_l"],
+                                               "bert_f": examples[chosen]["bert_f"]}},
+                            "curve": examples},
         }
 
     def _common_meta(self, method: Any, info: dict, ltt: Any) -> dict[str, Any]:

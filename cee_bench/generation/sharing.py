@@ -3,9 +3,10 @@
 CALM variants share), CALM's meta-classifier, and per α ConsistentEE's policy with its stage-3 adapters. So neither a
 sweep's jobs nor a rerun with another grid or another method list train them again.
 
-A key is the sha256 of what decides a part's weights: the backbone's weights (its provenance without the local
-path: package, revision, commit, sha256 of its files), the training text (a digest of its prompts and targets), its
-length limits, the exit layers, the seed, and the part's own settings. A part is found, trained and stored under its
+A key is the sha256 of what decides a part's weights: the code (its fingerprint, as classification's keys), the
+backbone's weights (its provenance without the local path: package, revision, commit, sha256 of its files), the
+training text (a digest of its prompts and targets), its length limits, the exit layers, the seed, and the part's
+own settings. A part is found, trained and stored under its
 key's lock (`ModelStore.claim`), so two jobs that need one part train it once. An entry keeps, beside the weights,
 what the record says about the training (`notes`), so a record is the same whether its parts were trained or loaded.
 """
@@ -22,9 +23,9 @@ from torch import nn
 from cee_bench.generation.tasks import PromptExample
 from cee_bench.presets import GenerationPreset
 from cee_bench.progress import Progress
+from cee_bench.provenance import code_identity
 from cee_bench.store import ModelStore, canonical, training_key
 
-KEY_VERSION = 1  # bump when a change to generation's training code changes what a key's weights are
 _BACKBONE_IDENTITY = ("name", "package", "revision", "commit_hash", "weights_sha256")
 
 
@@ -37,7 +38,7 @@ class GenerationStore:
         self.store = ModelStore(output_dir, task, log=progress.log, warn=progress.warn)
         self.progress, self.task = progress, task
         text = json.dumps([[e.prompt, e.target] for e in train], separators=(",", ":"))
-        self.base = {"version": KEY_VERSION, "kind": "generation", "task": task,
+        self.base = {"code": code_identity()["fingerprint"], "kind": "generation", "task": task,
                      "backbone": {k: model.get(k) for k in _BACKBONE_IDENTITY}, "exit_layers": list(exit_layers),
                      "seed": seed, "train": hashlib.sha256(text.encode()).hexdigest(), "cutoff": preset.cutoff,
                      "train_tokens": preset.train_tokens}

@@ -1,5 +1,5 @@
-"""A user's own GLUE-layout data with surprises: a training file too small for the usual held-out slice is carved in
-two halves (and one too small for that says how many rows it needs); a damaged or malformed file is one line naming
+"""A user's own GLUE-layout data with surprises: a training file too small for the usual held-out and calibration slices
+is carved in thirds (and one too small for that says how many rows it needs); a damaged or malformed file is one line naming
 the file, the line and the field, exit 2, and nothing written."""
 
 from __future__ import annotations
@@ -34,12 +34,12 @@ def _run(data: Path, output: Path, *args: str) -> tuple[int, str]:
                    "--output-dir", str(output), "--quiet", *args)
 
 
-def test_a_60_row_training_file_is_carved_in_two_halves(tmp_path):
+def test_a_60_row_training_file_is_carved_in_thirds(tmp_path):
     output = tmp_path / "out"
     code, out = _run(_data(tmp_path, _rows(60)), output)
     assert code == 0, out
     record = json.loads((output / "sst2" / "full__seed42.json").read_text())
-    assert record["data"]["train"] == 30 and record["data"]["heldout"] == 30
+    assert record["data"]["train"] == record["data"]["heldout"] == record["data"]["calibration"] == 20
 
 
 ROW = "a fine film\t1\n"
