@@ -1,6 +1,6 @@
 """A user's own GLUE-layout data with surprises: a training file too small for the usual held-out and calibration slices
-is carved in thirds (and one too small for that says how many rows it needs); a damaged or malformed file is one line naming
-the file, the line and the field, exit 2, and nothing written."""
+is carved in thirds (and one too small for that says how many rows it needs); a damaged or malformed file is one line
+naming the file, the line and the field, exit 2, and nothing written."""
 
 from __future__ import annotations
 
