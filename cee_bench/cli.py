@@ -81,11 +81,18 @@ def run(
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code",
                                            help="Allow code from the model's folder or hub repo to run."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars (CI logs)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (jobs, what they wait for, what is done, "
+                                                          "estimated cost) and stop."),
+    launcher: Optional[str] = typer.Option(None, help="Fan the request out as one job per task, method and seed: "
+                                                      "'local' (processes here) or 'submitit' (SLURM; settings in "
+                                                      "the config file's `submitit:`). See docs/cluster.md."),
+    jobs: Optional[int] = typer.Option(None, help="With --launcher: jobs running at once (local default: one per "
+                                                  "core; submitit: all)."),
 ) -> None:
     """Train and evaluate methods on one task; one JSON record per (task, method, seed)."""
     from cee_bench import runner
     from cee_bench.distributed import is_main
-    from cee_bench.run_config import option_types, plan_runs
+    from cee_bench.run_config import option_types, plan_runs, submitit_settings
 
     params = dict(ctx.params)
     if config is None:
@@ -100,6 +107,16 @@ def run(
     options = [_options(values) for values in runs]
     for opts in options:  # every run is checked before the first one starts
         runner.check_options(opts)
+    fanned = {(values["dry_run"], values["launcher"], values["jobs"]) for values in runs}
+    if len(fanned) > 1:
+        raise UserError("dry_run, launcher and jobs apply to the whole request: give them once, not per run")
+    dry_run, launcher, jobs = fanned.pop()
+    if dry_run or launcher is not None or jobs is not None or config is not None and submitit_settings(config):
+        from cee_bench.sweep import sweep
+
+        code = sweep(options, launcher=launcher, jobs=jobs, dry_run=dry_run, console=console,
+                     settings=submitit_settings(config) if config is not None else {})
+        raise typer.Exit(code)
     paths = [path for opts in options for path in runner.run(opts)]
     if is_main():
         _say(f"{len(paths)} result file(s) under {', '.join(sorted({str(v['output_dir']) for v in runs}))}")
@@ -169,6 +186,8 @@ def report(
     bootstrap: str = typer.Option("1000", help="Two-level paired-bootstrap resamples for the 95% intervals."),
     verdict: Optional[str] = typer.Option(None, help="Only the verdict: 'all', or the methods to put against the "
                                                      "baselines (comma-separated), in the chosen format."),
+    strict: bool = typer.Option(False, "--strict", help="Stop (exit 2) at a results file that cannot be read, "
+                                                        "instead of skipping it with a warning."),
 ) -> None:
     """Print the Table 3 mirror of the stored results (and the generation table) and the verdict: seeds aggregated,
     95% two-level paired-bootstrap intervals (seeds and examples), Δ vs the full model and vs each method's own top
@@ -182,7 +201,7 @@ def report(
     resamples = _report_flags(format, bootstrap, output)
     if plots is not None:
         check_folder(plots, "plots folder", must_exist=False)
-    records = load_results(results_dir)
+    records = load_results(results_dir, strict=strict, warn=_say)
     if not records:
         raise UserError(f"no result records under {results_dir}; run `cee-bench run` first")
     records = filter_records(records, filters or [])

@@ -41,6 +41,18 @@ from cee_bench.validation import check_folder, read_text
 HELDOUT_FRACTION = 0.1
 HELDOUT_MIN, HELDOUT_MAX = 100, 1000
 HELDOUT_SEED = 20240101  # fixed, so every method and seed shares the same held-out and calibration rows
+MIN_TRAIN_ROWS = 10  # a smaller training file leaves too little to train on, to choose thresholds on and to calibrate
+
+
+def heldout_size(rows: int, path: str) -> int:
+    """How many rows of a `rows`-row training file (`path`, for the message) go to each of the held-out and the
+    calibration slices: 10%, at least `HELDOUT_MIN` and at most `HELDOUT_MAX`, and never more than a third of the
+    file, so a small file (under 300 rows) is carved in thirds instead of leaving nothing to train on. Below
+    `MIN_TRAIN_ROWS` rows, one line says how many are needed."""
+    if rows < MIN_TRAIN_ROWS:
+        raise UserError(f"{path}: {rows} training row(s); at least {MIN_TRAIN_ROWS} are needed (a held-out and a "
+                        "calibration slice are carved from them, the rest trains)")
+    return min(rows // 3, HELDOUT_MAX, max(HELDOUT_MIN, int(HELDOUT_FRACTION * rows)))
 
 
 @dataclass(frozen=True)
@@ -82,17 +94,16 @@ def load_splits(task: Task, data_dir: Path | None, *, max_train: int | None = No
         train_all = read_glue_tsv(task, folder / task.train_file)
         dev = read_glue_tsv(task, folder / task.dev_file)
         source, files, hub = str(folder), (folder / task.train_file, folder / task.dev_file), None
+        train_source = str(folder / task.train_file)
     else:
         train_all, dev, hub = load_hub(task)
         source, files = f"hub:{HUB_DATASET}/{task.hub_config}", ()
+        train_source = f"{source} (train)"
     if not train_all or not dev:
         raise UserError(f"task {task.name}: empty {'train' if not train_all else 'dev'} split in {source}")
     order = list(range(len(train_all)))
     random.Random(HELDOUT_SEED).shuffle(order)
-    n_held = min(HELDOUT_MAX, max(HELDOUT_MIN, int(HELDOUT_FRACTION * len(train_all))))
-    if len(train_all) <= 2 * n_held:
-        raise UserError(f"task {task.name}: {len(train_all)} training rows in {source} leave none to train on after "
-                        f"the held-out and calibration slices ({n_held} rows each)")
+    n_held = heldout_size(len(train_all), train_source)
     heldout = [train_all[i] for i in order[:n_held]]  # first: the same rows as before the calibration slice existed
     calibration = [train_all[i] for i in order[n_held:2 * n_held]]
     train = [train_all[i] for i in order[2 * n_held:]]
@@ -120,6 +131,9 @@ def read_glue_tsv(task: Task, path: Path) -> list[Example]:
     rows carry stray leading spaces that the hub copies keep; all of that is read as is.
     """
     text = read_text(path, encoding="utf-8-sig")
+    if "\x00" in text:  # what a crash leaves in a file's unwritten blocks; the csv module would read it as text
+        raise UserError(f"{path}:{text[:text.index(chr(0))].count(chr(10)) + 1}: a NUL byte (the file is damaged, or "
+                        "not text)")
     csv.field_size_limit(sys.maxsize)
     label_ids = {name: i for i, name in enumerate(task.tsv_labels)}
     examples = []
@@ -140,7 +154,8 @@ def read_glue_tsv(task: Task, path: Path) -> list[Example]:
                 raise UserError(f"{path}:{line_no}: malformed row ({len(row)} fields, header has {len(header)})")
             raw_label = row[cols[-1]].strip()
             if raw_label not in label_ids:
-                raise UserError(f"{path}:{line_no}: label '{raw_label}' is not one of {', '.join(task.tsv_labels)}")
+                raise UserError(f"{path}:{line_no}: field '{task.label_column}': label '{raw_label}' is not one of "
+                                f"{', '.join(task.tsv_labels)}")
             examples.append(Example(tuple(row[c] for c in cols[:-1]), label_ids[raw_label], str(len(examples))))
     return examples
 

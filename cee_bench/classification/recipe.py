@@ -11,10 +11,10 @@ times, and writes records and models, while the others wait (see `cee_bench.dist
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,7 +37,7 @@ from cee_bench.presets import PRESET_LIMITS
 from cee_bench.progress import Progress
 from cee_bench.provenance import code_identity, data_provenance, model_provenance, provenance
 from cee_bench.registry import get_method, parse_methods
-from cee_bench.results import pack_digits, result_path, unpack_digits
+from cee_bench.results import pack_digits, read_record, result_path, unpack_digits
 from cee_bench.tasks import Task, get_task
 from cee_bench.training import Stage
 from cee_bench.validation import check_at_most
@@ -80,6 +80,15 @@ class ClassificationRecipe:
         for method in methods:
             for name, stage in with_grid(method, resolve_stages(method, opts), opts.grids).items():
                 distributed.per_process_batch(stage.batch_size, f"{method.name} stage '{name}'")
+
+    @staticmethod
+    def needs(name: str, methods: list[str]) -> list[str]:
+        """The methods of `methods` whose records must be written before `name`'s: `full` (its record is the operating
+        points' reference, `_reference`) and those whose trainings `name` shares (`Method.shares`), which the
+        one-process order trains in their own method. So runs sharing a folder, or the jobs of a sweep, write the
+        records one process would."""
+        wanted = {"full", *get_method(name).shares.values()} - {name}
+        return [m for m in methods if m in wanted]
 
     @cached_property
     def data(self) -> dict[str, Encoded]:
@@ -312,8 +321,8 @@ def _reference(opts: RunOptions, task: Task, method: Method, traces: dict[str, T
     each candidate is then compared with its own model's top layer)."""
     labels = calibration.labels.numpy()
     full = result_path(opts.output_dir, task.name, "full", opts.seed)
-    if method.name != "full" and full.exists():
-        record = json.loads(full.read_text())
+    record = _readable(full) if method.name != "full" else None
+    if record is not None:
         mine = {"pooling": opts.pooling, "model": opts.model or record["backbone"], **opts.limits}
         logged = (record.get("per_example") or {}).get("calibration") or {}
         if (all(record["config"].get(key) == value for key, value in mine.items() if key != "latency_examples")
@@ -333,3 +342,12 @@ def _calibration_scores(task: Task, preds: np.ndarray, labels: np.ndarray) -> di
         return {"calibration": None, "calibration_accuracy": None}
     return {"calibration": scores(task.metrics, preds, labels)[task.main_metric],
             "calibration_accuracy": float(np.mean(preds == labels))}
+
+
+def _readable(path: Path) -> dict[str, Any] | None:
+    """The record at `path`, or None when there is none that this version can read (`run` recomputes a damaged
+    one where it is asked for)."""
+    try:
+        return read_record(path) if path.exists() else None
+    except UserError:
+        return None

@@ -152,6 +152,11 @@ class GenerationRecipe:
         self.data_summary = {"source": self.splits.source, "eval": len(self.splits.eval),
                              "calibration": len(self.splits.calib), "train": len(self.splits.train),
                              "note": "evaluation = the first examples, calibration = the next ones"}
+        # encoded now, so that a prompt longer than the model's context stops the run before anything is written
+        self.prompts = (_encode(self.tokenizer, self.full_view, self.splits.eval, self.task.name, self.cfg,
+                                opts.seed, 0),
+                        _encode(self.tokenizer, self.full_view, self.splits.calib, self.task.name, self.cfg,
+                                opts.seed, len(self.splits.eval)))
 
     @staticmethod
     def check(opts: RunOptions) -> None:
@@ -164,6 +169,11 @@ class GenerationRecipe:
                                             max_train_samples=opts.max_train_samples, delta=opts.delta,
                                             epsilon=opts.epsilon, greedy=opts.greedy)
         check_methods(opts)
+
+    @staticmethod
+    def needs(name: str, methods: list[str]) -> list[str]:
+        """Nothing: a generation record reads no other record (the full model's pass is part of every run)."""
+        return []
 
     def identity(self, name: str) -> dict[str, Any]:
         wanted = {**{f"config.{key}": value for key, value in self._config.items()},
@@ -185,9 +195,14 @@ class GenerationRecipe:
     @cached_property
     def context(self):
         from cee_bench.generation.method import TrainingContext
+        from cee_bench.generation.sharing import GenerationStore
 
-        return TrainingContext(self.lm, self.tokenizer, self.exit_layers, self.splits.train, self.cfg,
-                               self.opts.seed, self.progress)
+        opts = self.opts
+        store = GenerationStore(opts.output_dir, self.task.name, model=self.provenance["model"],
+                                train=self.splits.train, preset=self.cfg, exit_layers=self.exit_layers,
+                                seed=opts.seed, progress=self.progress) if opts.share else None
+        return TrainingContext(self.lm, self.tokenizer, self.exit_layers, self.splits.train, self.cfg, opts.seed,
+                               self.progress, store=store)
 
     @cached_property
     def full(self) -> _Full:
@@ -195,9 +210,7 @@ class GenerationRecipe:
         from cee_bench.generation.evaluation import decode_speed, decode_split
 
         cfg, splits, seed = self.cfg, self.splits, self.opts.seed
-        eval_prompts = _encode(self.tokenizer, self.full_view, splits.eval, self.task.name, cfg, seed, 0)
-        calib_prompts = _encode(self.tokenizer, self.full_view, splits.calib, self.task.name, cfg, seed,
-                                len(splits.eval))
+        eval_prompts, calib_prompts = self.prompts
         decoding = Decoding(greedy=cfg.greedy)
         options = {"max_new_tokens": cfg.max_new_tokens, "decoding": decoding,
                    "eos_ids": _eos_ids(self.tokenizer, self.lm)}
@@ -236,6 +249,8 @@ class GenerationRecipe:
         from cee_bench.ltt import learn_then_test
 
         method, full, cfg, ctx = get_method(name, "generation"), self.full, self.cfg, self.context
+        if ctx.store is not None:
+            ctx.store.method = name
         candidates, info = method.candidates(ctx, self.grids[name])
         info.update(ctx.notes)
         curve, risks, outputs, examples = [full.full_point], [], [full.full_eval], [full.full_examples]
@@ -265,6 +280,7 @@ class GenerationRecipe:
             "method_meta": {**self._common_meta(method, info, ltt), **method.metadata(cfg),
                             "grid": list(self.grids[name]),
                             "grid_source": "run options" if name in self.opts.grids else "method"},
+            "training": {"store": "off"} if ctx.store is None else ctx.store.block(name),
             "curve": curve, "curve_kind": "measured",
             "eval_split": "eval", "select_split": "calibration",
             "operating_points": {"ltt": {**curve[chosen], "fallback": fallback, "selected_on": "calibration",

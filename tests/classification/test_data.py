@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cee_bench.classification.data import encode, load_splits, read_glue_tsv, split_words
+from cee_bench.classification.data import encode, heldout_size, load_splits, read_glue_tsv, split_words
 from cee_bench.errors import UserError
 from cee_bench.tasks import get_task
 
@@ -53,6 +53,22 @@ def test_label_outside_label_set(tmp_path):
         read_glue_tsv(get_task("rte"), path)
 
 
+def test_a_nul_byte_names_file_and_line(tmp_path):
+    path = _write(tmp_path, "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\ta\x00b\tc\tentailment\n")
+    with pytest.raises(UserError, match=r"train.tsv:3: a NUL byte"):
+        read_glue_tsv(get_task("rte"), path)
+
+
+@pytest.mark.parametrize("rows, heldout", [(10, 3), (60, 20), (299, 99), (300, 100), (1500, 150), (20000, 1000)])
+def test_the_heldout_and_calibration_slices_never_take_more_than_a_third_each(rows, heldout):
+    assert heldout_size(rows, "train.tsv") == heldout
+
+
+def test_a_file_too_small_to_carve_says_how_many_rows_are_needed():
+    with pytest.raises(UserError, match=r"train.tsv: 9 training row\(s\); at least 10 are needed"):
+        heldout_size(9, "train.tsv")
+
+
 def test_missing_column_and_missing_file(tmp_path):
     path = _write(tmp_path, "index\tsentence1\tlabel\n0\ta\tentailment\n")
     with pytest.raises(UserError, match="missing column"):
@@ -70,7 +86,7 @@ def test_tasks_not_at_hand_load_from_a_local_glue_folder(tmp_path, tokenizer):
     (qqp / "train.tsv").write_text(header + "".join(rows))
     (qqp / "dev.tsv").write_text(header + "".join(rows[:10]))
     splits = load_splits(get_task("qqp"), tmp_path)
-    assert len(splits.heldout) == len(splits.calibration) == 100 and len(splits.train) == 20
+    assert len(splits.heldout) == len(splits.calibration) == 73 and len(splits.train) == 74  # under 300: thirds
     encoded = encode(tokenizer, splits.dev, 32)
     batch = encoded.collate([0, 1])
     assert batch["input_ids"].shape[0] == 2 and "token_type_ids" in batch
