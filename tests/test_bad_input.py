@@ -310,7 +310,7 @@ def test_analysis_and_report_numbers_and_paths(argv, message, console_script, st
 REPORT_OUTPUT = [
     (["compare", "<store>", "<elsewhere>"], "have no cell in common"),
     (["report", "--results-dir", "<store>", "--format", "pdf"],
-     "unknown format 'pdf'; choose table, csv, markdown or html"),
+     "unknown format 'pdf'; choose table, csv, markdown, html or json"),
     (["report", "--results-dir", "<store>", "--output", "<folder>"],
      "--output expects a file, but <folder> is a folder"),
     (["compare", "<store>", "<store>", "--output", "<folder>"], "--output expects a file, but <folder> is a folder"),
