@@ -81,11 +81,18 @@ def run(
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code",
                                            help="Allow code from the model's folder or hub repo to run."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars (CI logs)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (jobs, what they wait for, what is done, "
+                                                          "estimated cost) and stop."),
+    launcher: Optional[str] = typer.Option(None, help="Fan the request out as one job per task, method and seed: "
+                                                      "'local' (processes here) or 'submitit' (SLURM; settings in "
+                                                      "the config file's `submitit:`). See docs/cluster.md."),
+    jobs: Optional[int] = typer.Option(None, help="With --launcher: jobs running at once (local default: one per "
+                                                  "core; submitit: all)."),
 ) -> None:
     """Train and evaluate methods on one task; one JSON record per (task, method, seed)."""
     from cee_bench import runner
     from cee_bench.distributed import is_main
-    from cee_bench.run_config import option_types, plan_runs
+    from cee_bench.run_config import option_types, plan_runs, submitit_settings
 
     params = dict(ctx.params)
     if config is None:
@@ -100,9 +107,32 @@ def run(
     options = [_options(values) for values in runs]
     for opts in options:  # every run is checked before the first one starts
         runner.check_options(opts)
+    fanned = {(values["dry_run"], values["launcher"], values["jobs"]) for values in runs}
+    if len(fanned) > 1:
+        raise UserError("dry_run, launcher and jobs apply to the whole request: give them once, not per run")
+    dry_run, launcher, jobs = fanned.pop()
+    if dry_run or launcher is not None or jobs is not None or config is not None and submitit_settings(config):
+        from cee_bench.sweep import sweep
+
+        code = sweep(options, launcher=launcher, jobs=jobs, dry_run=dry_run, console=console,
+                     settings=submitit_settings(config) if config is not None else {})
+        raise typer.Exit(code)
     paths = [path for opts in options for path in runner.run(opts)]
     if is_main():
         _say(f"{len(paths)} result file(s) under {', '.join(sorted({str(v['output_dir']) for v in runs}))}")
+        _say_degenerate(paths)
+
+
+def _say_degenerate(paths: list[Path]) -> None:
+    """At the end of a run, the tasks whose full model came out a constant predictor: every early-exit number there
+    is a constant predictor's (the report flags them too and leaves them out of its averages)."""
+    import json
+
+    from cee_bench.report import degenerate_tasks
+
+    records = [json.loads(p.read_text()) for p in paths if p.exists()]
+    for task, why in degenerate_tasks([r for r in records if r.get("kind") == "classification"], resamples=200):
+        _say(f"{task}: {why}")
 
 
 def _checked(values: dict, given: set[str]) -> dict:
@@ -146,26 +176,32 @@ def _options(values: dict) -> RunOptions:
 @app.command()
 def report(
     results_dir: Path = typer.Option(Path("results"), help="Folder of result records."),
-    format: str = typer.Option("table", help="table, csv, markdown or html (one self-contained page with the "
-                                             "figures)."),
+    format: str = typer.Option("table", help="table, csv, markdown, html (one self-contained page with the figures) "
+                                             "or json."),
     output: Optional[Path] = typer.Option(None, help="Write the report to this file instead of stdout."),
     plots: Optional[Path] = typer.Option(None, help="Write accuracy-vs-saved-layers PNGs into this folder."),
     filters: Optional[list[str]] = typer.Option(None, "--filter", help="Keep records with KEY=VALUE (repeatable); "
                                                "keys: backbone, model, preset, pooling, device, dtype, max_seq_length, "
                                                "max_train_samples, max_eval_samples, task, method, seed."),
-    bootstrap: str = typer.Option("1000", help="Paired-bootstrap resamples for the 95% intervals."),
+    bootstrap: str = typer.Option("1000", help="Two-level paired-bootstrap resamples for the 95% intervals."),
+    verdict: Optional[str] = typer.Option(None, help="Only the verdict: 'all', or the methods to put against the "
+                                                     "baselines (comma-separated), in the chosen format."),
+    strict: bool = typer.Option(False, "--strict", help="Stop (exit 2) at a results file that cannot be read, "
+                                                        "instead of skipping it with a warning."),
 ) -> None:
-    """Print the Table 3 mirror of the stored results (and the generation table): seeds aggregated, 95%
-    paired-bootstrap intervals, Δ vs the full model; records with different settings in separate tables. The report
-    goes to stdout (or --output); warnings and the figures' file names go to stderr."""
-    from cee_bench.report import build_report, figure3, figure5, render
+    """Print the Table 3 mirror of the stored results (and the generation table) and the verdict: seeds aggregated,
+    95% two-level paired-bootstrap intervals (seeds and examples), Δ vs the full model and vs each method's own top
+    layer, degenerate tasks flagged; method against method as yes / no / inconclusive; records with different
+    settings or code in separate tables. The report goes to stdout (or --output); warnings and the figures' file
+    names go to stderr."""
+    from cee_bench.report import build_report, figure3, figure5, render, verdict_methods
     from cee_bench.report.grouping import filter_records
     from cee_bench.results import load_results
 
     resamples = _report_flags(format, bootstrap, output)
     if plots is not None:
         check_folder(plots, "plots folder", must_exist=False)
-    records = load_results(results_dir)
+    records = load_results(results_dir, strict=strict, warn=_say)
     if not records:
         raise UserError(f"no result records under {results_dir}; run `cee-bench run` first")
     records = filter_records(records, filters or [])
@@ -174,7 +210,8 @@ def report(
     built = build_report(records, resamples)
     for warning in built.warnings:
         _say(warning)
-    _emit(render(built, records, format, terminal=output is None and sys.stdout.isatty()), output)
+    chosen = verdict_methods(built, verdict) if verdict is not None else None
+    _emit(render(built, records, format, terminal=output is None and sys.stdout.isatty(), verdict=chosen), output)
     if plots is not None:
         for path in [*figure3.plot_curves(built, plots), *figure5.plot_generation(records, plots)]:
             _say(f"wrote {path}")
@@ -184,7 +221,7 @@ def report(
 def compare(
     a: Path = typer.Argument(..., help="The first results folder (the 'before', e.g. CPU or fp32)."),
     b: Path = typer.Argument(..., help="The second results folder (the 'after', e.g. GPU or bf16)."),
-    format: str = typer.Option("table", help="table, csv, markdown or html."),
+    format: str = typer.Option("table", help="table, csv, markdown, html or json."),
     output: Optional[Path] = typer.Option(None, help="Write the comparison to this file instead of stdout."),
     filters: Optional[list[str]] = typer.Option(None, "--filter", help="Keep records with KEY=VALUE on both sides "
                                                "(repeatable; the keys of `report --filter`)."),

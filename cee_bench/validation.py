@@ -54,6 +54,7 @@ DOMAINS: dict[str, Domain] = {
     "latency_examples": POSITIVE_INT,
     "delta": UNIT_OPEN,
     "epsilon": UNIT_OPEN,
+    "jobs": POSITIVE_INT,
     "seed": Domain(f"a whole number in [0, {SEED_MAX}]", low=0, high=SEED_MAX, integer=True),
 }
 

@@ -49,7 +49,8 @@ OUT_OF_DOMAIN: dict[str, list[str]] = {
     "baseline": [FOLDER, MISSING], "bootstrap": ["0", "-3", "x", "1.5"], "filters": ["nokey=1", "noequals"],
     "runs": ["0", "-2", "x", "1.5"], "revision": ["main"], "seeds": ["1,1", "x", ","], "config": [MISSING, FOLDER],
     "seed": ["-1", str(2**32)], "delta": ["0", "1", "nan"], "epsilon": ["0", "1.5", "inf"],
-    "alpha": ["-0.5", "nan", "inf"], "max_seq_length": ["0", "100000"],
+    "alpha": ["-0.5", "nan", "inf"], "max_seq_length": ["0", "100000"], "verdict": ["nosuch", ","],
+    "launcher": ["nosuch"],
 }
 BY_TYPE = {"integer": ["-1", "0"], "float": ["nan", "inf", "-1", "0"]}
 WRONG_TYPE = {"integer": ["x", "1.5"], "float": ["x"]}
@@ -70,11 +71,12 @@ def console(*args: str, timeout: float = 300) -> tuple[int, str]:
 
 
 def snapshot(folder: Path) -> dict[str, str]:
-    """Every file's hash and every folder's name under `folder` (a new empty folder is a change too)."""
+    """Every file's hash and every folder's name under `folder` (a new empty folder is a change too), but the empty
+    lock files under `.locks/` that a run which started computing takes (cee_bench/locks.py)."""
     if not folder.exists():
         return {}
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
-            for p in sorted(folder.rglob("*"))}
+            for p in sorted(folder.rglob("*")) if ".locks" not in p.relative_to(folder).parts}
 
 
 def refused(argv: list[str], message: str, folder: Path, cli, *, console_script: bool) -> str:
@@ -308,7 +310,7 @@ def test_analysis_and_report_numbers_and_paths(argv, message, console_script, st
 REPORT_OUTPUT = [
     (["compare", "<store>", "<elsewhere>"], "have no cell in common"),
     (["report", "--results-dir", "<store>", "--format", "pdf"],
-     "unknown format 'pdf'; choose table, csv, markdown or html"),
+     "unknown format 'pdf'; choose table, csv, markdown, html or json"),
     (["report", "--results-dir", "<store>", "--output", "<folder>"],
      "--output expects a file, but <folder> is a folder"),
     (["compare", "<store>", "<store>", "--output", "<folder>"], "--output expects a file, but <folder> is a folder"),

@@ -208,7 +208,8 @@ def layers(task: str = TASK, output_dir: Path = OUTPUT_DIR, data_dir: Optional[P
     from cee_bench.classification.consistentee import METHOD, check_alpha, exit_layers
     from cee_bench.classification.recipe import EVAL_BATCH_SIZE
     from cee_bench.classification.sharing import MethodTrainer
-    from cee_bench.classification.store import load_model, store_root
+    from cee_bench.classification.store import load_model
+    from cee_bench.store import store_root
 
     if alpha is not None:
         check_alpha(alpha)

@@ -2,8 +2,8 @@
 model, rule and split, whoever asks for them and in whichever run.
 
 A trace (`trace.compute_trace`) is a function of the model's weights and signal function, the split's rows, the batch
-size, the device and the precision (`--dtype`), and of the code that computes it: `EvaluationCache.trace_key` is a
-hash of exactly those, so every operating point of a method, every method whose model is the same trained model
+size, the device and the precision (`--dtype`), and of the code that computes it (`provenance.code_identity`):
+`EvaluationCache.trace_key` is a hash of exactly those, so every operating point of a method, every method whose model is the same trained model
 (PCEE-BERT's is PABEE's), and a later run of the same models (another grid) read one trace. A confirmation
 (`recipe._confirm`: real early-exit predictions, their agreement with the simulation, the latency figures) is named by
 its dev trace's key, the rule and the timing settings, so a later run that picks an operating point already confirmed
@@ -16,7 +16,6 @@ idler machine).
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import io
 import json
@@ -29,16 +28,12 @@ import transformers
 
 from cee_bench.classification.data import Encoded
 from cee_bench.classification.multiexit import MultiExitModel
-from cee_bench.classification.sharing import canonical, data_digest, weights_digest
+from cee_bench.classification.sharing import data_digest, weights_digest
 from cee_bench.classification.trace import Trace, compute_trace
 from cee_bench.progress import Progress
+from cee_bench.provenance import code_identity
 from cee_bench.results import atomic_write, write_json
-
-PACKAGE = Path(__file__).resolve().parents[2]
-# the sources an evaluation's numbers depend on: the wing and its methods, the precision it computes at, the timing
-# statistics and their bootstrap
-CODE = ("cee_bench/classification", "baselines", "cee_bench/precision.py", "cee_bench/timing.py",
-        "cee_bench/intervals.py")
+from cee_bench.store import canonical
 
 
 class EvaluationCache:
@@ -75,7 +70,7 @@ class EvaluationCache:
         signal_fn = model.signal_fn
         return _digest({"weights": self.weights[model], "rows": data_digest(data), "batch_size": self.batch_size,
                         "signals": None if signal_fn is None else f"{signal_fn.__module__}.{signal_fn.__qualname__}",
-                        "device": str(model.device), "precision": model.precision, "code": code_digest(),
+                        "device": str(model.device), "precision": model.precision, "code": code_identity()["fingerprint"],
                         "torch": torch.__version__,
                         "transformers": transformers.__version__})
 
@@ -111,14 +106,3 @@ def _read_trace(path: Path, split: str) -> Trace | None:
         return Trace(stored["signals"], stored["labels"], split)
     except (OSError, RuntimeError, KeyError, EOFError):
         return None
-
-
-@functools.cache
-def code_digest() -> str:
-    """sha256 of the sources under `CODE`: an evaluation stored by other code is never read back."""
-    digest = hashlib.sha256()
-    for entry in CODE:
-        for path in sorted((PACKAGE / entry).rglob("*.py")) if (PACKAGE / entry).is_dir() else [PACKAGE / entry]:
-            digest.update(path.relative_to(PACKAGE).as_posix().encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()

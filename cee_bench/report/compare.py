@@ -15,9 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from cee_bench.errors import UserError
 from cee_bench.intervals import interval
-from cee_bench.report.cells import SAMPLES, shown, summarise
+from cee_bench.report.cells import shown, summarise
 from cee_bench.report.grouping import OP_LABELS, TABLE_KEYS, TASK_KEYS, Group, group_records, method_order, op_order
 
 CSV_COLUMNS = ("task", "method", "operating_point", "label", "seeds_a", "seeds_b", "threshold_a", "threshold_b",
@@ -26,6 +28,7 @@ CSV_COLUMNS = ("task", "method", "operating_point", "label", "seeds_a", "seeds_b
                "saved_layers_delta_ci_low", "saved_layers_delta_ci_high", "saved_layers_within_noise",
                "speedup_wall_b1_a", "speedup_wall_b1_b", "speedup_b1_ratio", "speedup_wall_b32_a",
                "speedup_wall_b32_b", "speedup_b32_ratio", "bootstrap_resamples")
+SAMPLES = "_samples"  # a cell's two-level bootstrap samples of the mean over its seeds, by figure
 
 
 @dataclass
@@ -79,8 +82,8 @@ def _delta(row: dict[str, Any], name: str, a: dict[str, Any], b: dict[str, Any])
     row[f"{name}_a"], row[f"{name}_b"] = a[field_], b[field_]
     row[f"{name}_delta"] = b[field_] - a[field_]
     row[f"{name}_delta_ci_low"] = row[f"{name}_delta_ci_high"] = row[f"{name}_within_noise"] = None
-    if SAMPLES in a and SAMPLES in b:
-        low, high = interval(b[SAMPLES][name].mean(0) - a[SAMPLES][name].mean(0))
+    if name in a.get(SAMPLES, {}) and name in b.get(SAMPLES, {}):
+        low, high = interval(b[SAMPLES][name] - a[SAMPLES][name])
         row[f"{name}_delta_ci_low"], row[f"{name}_delta_ci_high"] = low, high
         row[f"{name}_within_noise"] = low <= 0.0 <= high
 
@@ -103,6 +106,27 @@ def _row(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def _cells(group: Group, resamples: int, tasks: set[str]) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """The report's cells of `tasks`, by key, each with its two-level samples (`SAMPLES`) where its seeds logged their
+    examples: the example draws are the task's own in both folders (seeded by the task and its examples), so B − A is
+    paired on the examples, while each folder's seeds are drawn on their own."""
+    out = {}
+    for task in summarise(group, resamples):
+        if task.evidence.task not in tasks:
+            continue
+        for cell in task.cells:
+            if cell["method"] == "full":
+                score, saved = task.reference, None
+            else:
+                score, saved = task.methods[cell["method"]].points.get(cell["operating_point"], (None, None))
+            drawn = {name: task.evidence.bootstrap(s) for name, s in (("score", score), ("saved_layers", saved))
+                     if s is not None and s.examples}
+            if cell["method"] == "full" and "score" in drawn:
+                drawn["saved_layers"] = np.zeros_like(drawn["score"])  # the full depth saves nothing, on every draw
+            out[_key(cell)] = {**cell, SAMPLES: drawn} if drawn else cell
+    return out
+
+
 def compare_folders(a_records: list[dict[str, Any]], b_records: list[dict[str, Any]], resamples: int,
                     names: tuple[str, str] = ("A", "B")) -> Comparison:
     """Pair the classification cells of two folders; a user error when they have no cell in common."""
@@ -117,7 +141,7 @@ def compare_folders(a_records: list[dict[str, Any]], b_records: list[dict[str, A
     same = {task for task in set(a.tasks) & set(b.tasks) if _ids(a, task) == _ids(b, task)}
     unpaired += [f"{task}: the folders scored different dev examples, so no cell of it is paired"
                  for task in sorted(set(a.tasks) & set(b.tasks) - same)]
-    cells = [{_key(c): c for c in summarise(g, resamples, keep_samples=True) if c["task"] in same} for g in (a, b)]
+    cells = [_cells(g, resamples, same) for g in (a, b)]
     common = cells[0].keys() & cells[1].keys()
     for name, side in zip(names, cells):
         unpaired += [f"only in {name}: {task} {method}{f' ({OP_LABELS.get(op, op)})' if op else ''}"
@@ -186,6 +210,12 @@ def lines(comparison: Comparison) -> tuple[str, list[str], list[list[str]], list
 def render_comparison(comparison: Comparison, fmt: str, *, terminal: bool = False) -> str:
     """The comparison in one of the report's formats."""
     title, header, body, notes = lines(comparison)
+    if fmt == "json":
+        import json
+
+        return json.dumps({"a": comparison.names[0], "b": comparison.names[1], "settings": comparison.settings,
+                           "unpaired": comparison.unpaired, "bootstrap_resamples": comparison.resamples,
+                           "rows": comparison.rows}, indent=1, default=str) + "\n"
     if fmt == "csv":
         import csv
         import io

@@ -18,7 +18,7 @@ from typing import Any, Iterable, Sequence
 
 from cee_bench.report import figure3, figure5
 from cee_bench.report.cells import Report
-from cee_bench.report.tables import generation_lines
+from cee_bench.report.tables import generation_lines, verdict_grid
 
 STYLE = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1400px;
@@ -90,8 +90,11 @@ def report_sections(report: Report, records: list[dict[str, Any]]) -> list[Secti
     """The report's tables (each with its notes) and its figures (Figure 3 per task, Figure 5 for generation)."""
     sections = [table_section(t.title, t.header, t.body, t.notes) for t in report.tables]
     sections += [table_section(*generation_lines(rows), left=3) for rows in report.generation]
+    sections += [table_section(f"Verdict — {title}", header, body, notes, left=4)
+                 for title, header, body, notes in verdict_grid(report.verdict)]
     with tempfile.TemporaryDirectory() as folder:
-        pngs = [*figure3.plot_curves(report, Path(folder)), *figure5.plot_generation(records, Path(folder))]
+        written = [*figure3.plot_curves(report, Path(folder)), *figure5.plot_generation(records, Path(folder))]
+        pngs = [path for path in written if path.suffix == ".png"]  # each figure once (they come as SVG too)
         if pngs:
             sections.append(figure_section("Figures: score against saved layers (classification), quality against "
                                            "measured speed-up (generation)", pngs))

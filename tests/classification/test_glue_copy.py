@@ -45,7 +45,8 @@ def test_the_copy_reads_back_as_the_hubs_rows(hub, tmp_path, cli):
         task = CLASSIFICATION_TASKS[name]
         train, dev, _ = load_hub(task)
         local = load_splits(task, tmp_path / "glue")
-        assert len(local.train) + len(local.heldout) == len(train) and len(local.dev) == len(dev)
+        assert len(local.train) + len(local.heldout) + len(local.calibration) == len(train)
+        assert len(local.dev) == len(dev)
         clean = [tuple(t.replace("\t", " ").replace("\n", " ") for t in e.texts) for e in dev]
         assert [e.texts for e in local.dev] == clean and [e.label for e in local.dev] == [e.label for e in dev]
     header = (tmp_path / "glue" / "MRPC" / "train.tsv").read_text().splitlines()[:2]

@@ -127,6 +127,13 @@ def test_end_to_end_on_a_tiny_model_writes_complete_records(tmp_path):
                       "tokens_per_s", "speedup_measured"):
             assert all(field in p for p in record["curve"])
         assert "ltt" in record["operating_points"]
+        # per-prompt values at every curve point, for the report's two-level intervals and verdict
+        logs = record["per_example"]["curve"]
+        assert len(logs) == len(record["curve"]) and all("examples" not in p for p in record["curve"])
+        for point, log in zip(record["curve"], logs):
+            assert sum(log["rouge_l"]) / len(log["rouge_l"]) == pytest.approx(point["rouge_l"], abs=1e-4)
+            assert len(log["bert_f"]) == len(log["layers"]) == len(log["tokens"]) == len(record["per_example"]["ids"])
+        assert record["code"]["fingerprint"]
         prov = record["provenance"]  # the same provenance block as the classification track
         assert prov["date"] and prov["command"] and "dirty" in prov["git"]
         assert len(prov["data"]["files"]) == 1 and all(len(h) == 64 for h in prov["data"]["files"].values())
