@@ -3,7 +3,9 @@
 the `cpu` preset's stages, 32 timed rows, ConsistentEE on two α), with `--methods all`.
 
 1. training steps executed by `run --methods all` ÷ steps of the distinct trainings (goal 1.0);
-2. wall time of `run --methods all` after (sharing of trainings and the model store) ÷ before (both off) (goal <= 0.6);
+2. wall time of `run --methods all` after (sharing of trainings, the model store and the evaluation cache: one trace per
+   trained model, one confirmation and timing per distinct model and rule, `classification.evaluation_cache`) ÷
+   before (all off) (goal <= 0.6);
 3. a re-run with another grid for every replayed method, the store present, ÷ the first run (goal <= 0.15);
 4. full-model throughput at batch 32 ÷ batch 1 with length bucketing (goal >= 2 on CPU);
 5. realised fraction (measured wall speed-up ÷ layer speed-up) at batch 32 for PABEE and DeeBERT at their ≤1% points
@@ -17,6 +19,7 @@ The figures come from `training_reuse.py` (1-3) and `length_bucketing.py` (4-5),
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 from pathlib import Path
 
@@ -49,7 +52,7 @@ def main() -> None:
     setting = demo_setting(args.config, args.data_dir)
     # the re-run's grids: other thresholds for the replayed methods, a subset of ConsistentEE's trained α values
     other = {**OTHER_GRIDS, **{name: grid[-1:] for name, grid in setting.grids.items() if grid}}
-    print(f"setting: {setting}, threads {args.threads}")
+    print(f"setting: {setting}, threads {args.threads}, load average {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory() as tmp:
         before, after = Path(tmp) / "before", Path(tmp) / "after"
         b = wall_ratio(setting, before, after)
@@ -58,7 +61,11 @@ def main() -> None:
               f"{a['ratio']:.2f} (goal 1.0); per method: "
               + ", ".join(f"{m} {n}" for m, n in a["per_method_steps"].items()))
         print(f"2. wall time after / before: {b['after_seconds']:.0f} s / {b['before_seconds']:.0f} s = "
-              f"{b['ratio']:.2f} (goal <= 0.6; before executed {b['before_steps']} steps, after {a['executed_steps']})")
+              f"{b['ratio']:.2f} (goal <= 0.6; before executed {b['before_steps']} steps, after {a['executed_steps']}; "
+              f"training {b['after_train_seconds']:.0f} s / {b['before_train_seconds']:.0f} s = "
+              f"{b['after_train_seconds'] / b['before_train_seconds']:.2f}, the rest (evaluation, set-up) "
+              f"{b['after_seconds'] - b['after_train_seconds']:.0f} s / "
+              f"{b['before_seconds'] - b['before_train_seconds']:.0f} s)")
         c = regrid_ratio(setting, after, b["after_seconds"], grids=other)
         print(f"3. re-run with other grids / first run: {c['rerun_seconds']:.0f} s / {c['first_seconds']:.0f} s = "
               f"{c['ratio']:.2f} (goal <= 0.15; the re-run executed {c['rerun_steps']} training steps)")
@@ -73,6 +80,7 @@ def main() -> None:
             print(f"5. {name} <=1% point ({'met' if r['met_on_selection'] else 'NOT met'} on held-out, threshold "
                   f"{r['threshold']}): layer speed-up {r['layer_speedup']:.2f}x, measured b32 {r['speedup_wall']:.2f}x, "
                   f"realised fraction {r['realised_fraction']:.2f} (goal >= 0.9)")
+    print(f"load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())} (1, 5, 15 min)")
 
 
 if __name__ == "__main__":

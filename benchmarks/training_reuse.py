@@ -87,7 +87,10 @@ def wall_ratio(setting: Setting, before: Path, after: Path) -> dict[str, Any]:
     off, off_records = timed_run(setting.options(before, share=False))
     on, on_records = timed_run(setting.options(after))
     return {"before_seconds": off, "after_seconds": on, "ratio": on / off,
-            "before_steps": sum(r["training"]["steps"] for r in off_records), "after_records": on_records}
+            "before_steps": sum(r["training"]["steps"] for r in off_records), "after_records": on_records,
+            # what training took (or loading it from the store) in each run; the rest is evaluation and set-up
+            "before_train_seconds": sum(r["train_seconds"] for r in off_records),
+            "after_train_seconds": sum(r["train_seconds"] for r in on_records)}
 
 
 def regrid_ratio(setting: Setting, folder: Path, first_seconds: float | None = None,

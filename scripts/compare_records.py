@@ -11,10 +11,12 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator
 
-# Keys whose values are clocks, machines, dates or file locations: they differ between any two runs.
+# Keys whose values are clocks, machines, dates or file locations: they differ between any two runs (every timing
+# figure of a classification operating point or a generation curve point lives under `latency`; `evaluation_reused`
+# says whether this run or an earlier one measured it).
 SKIP = {"environment", "provenance", "train_seconds", "latency", "model_store", "_path", "tokens_per_s",
         "speedup_measured", "seconds", "wall_s", "realised_fraction", "speedup_wall", "median_ms", "p90_ms",
-        "torch_threads"}
+        "torch_threads", "evaluation_reused"}
 
 
 def leaves(tree: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:

@@ -3,11 +3,15 @@
 # on a machine with python3 + pip + CUDA torch and no network:
 #   scripts/gpu_check.sh [OUTPUT_DIR]          (default: $OUT, else ./gpu-check)
 # It installs the project (no downloads), then writes everything under OUTPUT_DIR:
-#   results/sst2/{full,pabee,consistentee}__seed42.json  `cee-bench run --device cuda` on an SST-2 subset; each
-#                                                        record holds CUDA-event latency at batch 1 and 32
+#   results-<dtype>/sst2/{full,pabee,consistentee}__seed42.json
+#                                                        `cee-bench run --device cuda --dtype <dtype>` on an SST-2
+#                                                        subset, once per dtype the device runs (fp32, bf16, fp16 on
+#                                                        CUDA; $DTYPES overrides); each record holds CUDA-event
+#                                                        latency at batch 1 and 32
 #   <gpu>-cuda.json                                      `cee-bench bench --device cuda --save --runs 3`
 #   results-2gpu/...                                     the same run on two processes, if nvidia-smi shows >= 2 GPUs
-#   gpu_check.log, summary.md                            the log and the figures for the README
+#   gpu_check.log, summary.md                            the log and the figures for the README, one row per
+#                                                        run, method and dtype
 # Offline inputs: the packaged encoder if installed, else .gpu/all-MiniLM-L6-v2 (made by scripts/gpu_carry.sh);
 # data: $DATA, else .gpu/glue, else shared/data/glue, else ../shared/data/glue.
 # A dry run of the script's logic on a CPU machine (no install, no bench, a smoke-sized run):
@@ -51,8 +55,14 @@ RUN=(run --task sst2 --methods full,pabee,consistentee --preset "${PRESET:-cpu}"
      --max-train-samples "${TRAIN:-4000}" --max-eval-samples "${EVAL:-872}" --latency-examples "${LATENCY:-200}"
      --device "$DEVICE" --quiet "${MODEL[@]}")
 
-step "cee-bench run --device $DEVICE (one process)"
-timeout 240 $CEE "${RUN[@]}" --output-dir "$OUT_DIR/results"; echo "run: exit $?"
+# every dtype the device runs natively (`cee_bench.precision.supported`), fp32 first; 100 s each keeps the whole check
+# within 8 minutes on one GPU
+DTYPES=${DTYPES:-$($PY -c "from cee_bench.precision import supported; print(' '.join(supported('$DEVICE')))")}
+for dtype in $DTYPES; do
+  step "cee-bench run --device $DEVICE --dtype $dtype (one process)"
+  timeout "${RUN_TIMEOUT:-100}" $CEE "${RUN[@]}" --dtype "$dtype" --output-dir "$OUT_DIR/results-$dtype"
+  echo "run $dtype: exit $?"
+done
 
 if [ "$DEVICE" = cuda ]; then
   step "cee-bench bench --device cuda --save"
@@ -63,7 +73,7 @@ fi
 if [ "$GPUS" -ge 2 ]; then
   step "two-process CUDA run (torchrun, NCCL)"
   timeout 90 $PY -m torch.distributed.run --standalone --nproc_per_node 2 -m cee_bench "${RUN[@]}" \
-    --methods full,pabee --output-dir "$OUT_DIR/results-2gpu"; echo "2-gpu run: exit $?"
+    --methods full,pabee --output-dir "$OUT_DIR/results-2gpu-fp32"; echo "2-gpu run: exit $?"
 else
   echo; echo "== one GPU: two-process CUDA run skipped"
 fi
@@ -74,14 +84,23 @@ import json, sys
 from pathlib import Path
 
 out = Path(sys.argv[1])
-print("| run | method | world | device | dev score | saved layers | b1 speed-up | b32 speed-up | train s |")
-print("|---|---|---|---|---|---|---|---|---|")
+def speedup(latency):
+    low, high = latency.get("speedup_ci", (None, None))
+    interval = f" [{low:.2f}, {high:.2f}]" if low is not None else ""
+    return f"{latency['speedup_wall']:.2f}x{interval}"
+
+
+print("| run | method | dtype | world | device | dev score | saved layers | b1 speed-up | b32 speed-up | b1 p50 ms "
+      "full / ee | exit mismatch b1 | peak MB b32 | train s |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for path in sorted(out.glob("results*/sst2/*.json")):
     r = json.loads(path.read_text())
     p = r["operating_points"]["le1_loss"]
+    b1, b32 = p["latency"]["b1"], p["latency"]["b32"]
     world = r["environment"]["distributed"]
-    print(f"| {path.parent.parent.name} | {r['method']} | {world['world_size']} | "
-          f"{r['environment']['hardware'].get('gpu')} | {p['score']:.4f} | {p['saved_layers']:.1%} | "
-          f"{p['latency']['b1']['speedup_wall']:.2f}x | {p['latency']['b32']['speedup_wall']:.2f}x | "
-          f"{r['train_seconds']:.0f} |")
+    print(f"| {path.parent.parent.name} | {r['method']} | {r['config'].get('dtype', 'fp32')} | "
+          f"{world['world_size']} | {r['environment']['hardware'].get('gpu')} | {p['score']:.4f} | "
+          f"{p['saved_layers']:.1%} | {speedup(b1)} | {speedup(b32)} | "
+          f"{b1.get('full_ms', {}).get('p50', float('nan')):.2f} / {b1.get('ee_ms', {}).get('p50', float('nan')):.2f} | "
+          f"{b1.get('exit_mismatch')} | {b32.get('peak_memory_mb', float('nan')):.0f} | {r['train_seconds']:.0f} |")
 PY

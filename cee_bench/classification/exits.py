@@ -1,6 +1,8 @@
 """Exit rules as causal, row-wise functions over per-layer signals, and their replay over a whole trace.
 
-A rule is a small object with `start(n)` (its per-row state) and `step(state, layer, signals) -> (state, exit)`.
+A rule is a small object with `start(n)` (its per-row state), `step(state, layer, signals) -> (state, exit)` and
+`reads`, the signals `step` looks at (none: the rule never exits early, and real early exit computes no head below the
+top layer).
 The very same `step` runs in two places: vectorised over every example of a trace (the simulated curve) and inside
 real early-exit inference, where rows that exit leave the batch (`state` is then indexed by the rows that stay).
 Because every operation is row-wise, both give identical decisions — the property the tests check.
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import torch
 
@@ -20,9 +22,13 @@ from cee_bench.errors import UserError
 
 State = dict[str, torch.Tensor]
 Signals = dict[str, torch.Tensor]
+LOGITS = frozenset({"logits"})  # what a rule that tests the exit heads' predictions reads
 
 
 class ExitRule(Protocol):
+    @property
+    def reads(self) -> frozenset[str]: ...
+
     def start(self, n: int, device: torch.device) -> State: ...
 
     def step(self, state: State, layer: int, signals: Signals) -> tuple[State, torch.Tensor]: ...
@@ -37,6 +43,8 @@ def entropy(logits: torch.Tensor) -> torch.Tensor:
 @dataclass(frozen=True)
 class EntropyBelow:
     """DeeBERT: exit at the first layer whose prediction entropy is below S."""
+
+    reads: ClassVar[frozenset[str]] = LOGITS
 
     threshold: float
 
@@ -54,6 +62,8 @@ class EntropyBelow:
 @dataclass(frozen=True)
 class Patience:
     """PABEE: exit once `t` consecutive layers agree with the one before; t = 0 means the full model."""
+
+    reads: ClassVar[frozenset[str]] = LOGITS
 
     patience: int
 
@@ -75,6 +85,8 @@ class Patience:
 @dataclass(frozen=True)
 class ConsecutiveConfident:
     """PCEE-BERT: exit after `patience` consecutive layers whose normalised entropy H/ln C is below `threshold`."""
+
+    reads: ClassVar[frozenset[str]] = LOGITS
 
     threshold: float
     patience: int = 2
@@ -98,6 +110,8 @@ class ConsecutiveConfident:
 @dataclass(frozen=True)
 class MaxProbAtLeast:
     """Right-Tool: exit at the first layer whose temperature-scaled max probability reaches c."""
+
+    reads: ClassVar[frozenset[str]] = LOGITS
 
     threshold: float
     temperatures: tuple[float, ...] = field(default=())
@@ -128,6 +142,10 @@ class ScoreBelow:
         if not 0 <= self.threshold <= 1:
             raise UserError(f"score threshold must be in [0, 1], got {self.threshold}")
 
+    @property
+    def reads(self) -> frozenset[str]:
+        return frozenset({self.key})
+
     def start(self, n: int, device: torch.device) -> State:
         return {}
 
@@ -142,6 +160,10 @@ class ScoreAbove:
     key: str
     threshold: float
 
+    @property
+    def reads(self) -> frozenset[str]:
+        return frozenset({self.key})
+
     def start(self, n: int, device: torch.device) -> State:
         return {}
 
@@ -152,6 +174,8 @@ class ScoreAbove:
 @dataclass(frozen=True)
 class Never:
     """The full model: every example runs to the top layer."""
+
+    reads: ClassVar[frozenset[str]] = frozenset()
 
     def start(self, n: int, device: torch.device) -> State:
         return {}

@@ -29,6 +29,7 @@ POOLINGS = ("cls", "mean")
 PACKAGED_MODEL = "all-MiniLM-L6-v2"
 
 SignalFn = Callable[["MultiExitModel", int, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+MeanWeights = tuple[torch.Tensor, torch.Tensor]  # a batch's token weights [B, T, 1] and row counts [B, 1]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -111,24 +112,36 @@ class ExitHeads(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.classifiers = nn.ModuleList([nn.Linear(hidden, num_labels) for _ in range(layers)])
 
-    def summary(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def mean_weights(self, mask: torch.Tensor, dtype: torch.dtype) -> MeanWeights | None:
+        """What the masked mean takes from a batch's padding mask `mask` [B, T]: token weights [B, T, 1] and row
+        counts [B, 1]; None under [CLS] pooling. Computed once per batch rather than once per layer: at batch 1 the
+        small operations that derive them cost as much as a layer's pooler."""
+        if self.pooling == "cls":
+            return None
+        weights = mask.unsqueeze(-1).to(dtype)
+        return weights, weights.sum(1).clamp(min=1.0)
+
+    def summary(self, hidden: torch.Tensor, mask: torch.Tensor | None = None, *,
+                weights: MeanWeights | None = None) -> torch.Tensor:
         """The vector a layer's pooler reads ([CLS] or the masked mean of the token states): a head's input, so a
-        stage that trains heads on a frozen backbone can cache it (`cee_bench.classification.frozen`)."""
+        stage that trains heads on a frozen backbone can cache it (`cee_bench.classification.frozen`). Mean pooling
+        reads `weights` (`mean_weights`) when given, else derives them from `mask`."""
         if self.pooling == "cls":
             return hidden[:, 0]
-        weights = mask.unsqueeze(-1).to(hidden.dtype)
-        return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        tokens, count = weights if weights is not None else self.mean_weights(mask, hidden.dtype)
+        return (hidden * tokens).sum(1) / count
 
     def pool_summary(self, layer: int, vector: torch.Tensor) -> torch.Tensor:
         """The pooled vector of 0-based `layer` (before dropout) from its `summary`."""
         return torch.tanh(self.poolers[layer if len(self.poolers) > 1 else 0](vector))
 
-    def pool(self, layer: int, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """The pooled vector of 0-based `layer` (before dropout)."""
-        return self.pool_summary(layer, self.summary(hidden, mask))
+    def pool(self, layer: int, hidden: torch.Tensor, weights: MeanWeights | None) -> torch.Tensor:
+        """The pooled vector of 0-based `layer` (before dropout), mean pooling reading `weights` (`mean_weights`)."""
+        return self.pool_summary(layer, self.summary(hidden, weights=weights))
 
     def classify(self, layer: int, pooled: torch.Tensor) -> torch.Tensor:
-        return self.classifiers[layer](self.dropout(pooled))
+        # dropout is the identity in eval mode: skipping its call there changes no number and saves a call per layer
+        return self.classifiers[layer](self.dropout(pooled) if self.training else pooled)
 
 
 class MultiExitModel(nn.Module):
@@ -178,9 +191,10 @@ class MultiExitModel(nn.Module):
         out = self.backbone.encoder.layer[layer](hidden, attention_mask=layer_mask)
         return out[0] if isinstance(out, tuple) else out
 
-    def layer_signals(self, layer: int, hidden: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Everything an exit rule may look at after 0-based `layer`: logits, pooled vector, method extras."""
-        pooled = self.heads.pool(layer, hidden, mask)
+    def layer_signals(self, layer: int, hidden: torch.Tensor, weights: MeanWeights | None) -> dict[str, torch.Tensor]:
+        """Everything an exit rule may look at after 0-based `layer`: logits, pooled vector, method extras. `weights`
+        are the batch's `ExitHeads.mean_weights`, derived once per batch by the caller."""
+        pooled = self.heads.pool(layer, hidden, weights)
         # fp32 logits and extras whatever the dtype: every exit rule's softmax/entropy/threshold test and every loss
         # reads them (the pooled vector stays at the model's precision: only modules read it)
         signals = {"pooled": pooled, "logits": self.heads.classify(layer, pooled).float()}
@@ -192,11 +206,12 @@ class MultiExitModel(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor], *, keep_hidden: bool = False) -> dict[str, torch.Tensor]:
         """All layers' signals stacked on dim 1 (`logits`: [B, L, C], `pooled`: [B, L, H], extras: [B, L, ...])."""
         hidden, layer_mask = self.embed(batch)
+        weights = self.heads.mean_weights(batch["attention_mask"], hidden.dtype)
         per_layer: list[dict[str, torch.Tensor]] = []
         states = []
         for layer in range(self.num_layers):
             hidden = self.run_layer(layer, hidden, layer_mask)
-            per_layer.append(self.layer_signals(layer, hidden, batch["attention_mask"]))
+            per_layer.append(self.layer_signals(layer, hidden, weights))
             if keep_hidden:
                 states.append(hidden)
         out = {key: torch.stack([s[key] for s in per_layer], dim=1) for key in per_layer[0]}
@@ -211,4 +226,5 @@ class MultiExitModel(nn.Module):
         for layer in range(self.num_layers):
             hidden = self.run_layer(layer, hidden, layer_mask)
         top = self.num_layers - 1
-        return self.heads.classify(top, self.heads.pool(top, hidden, batch["attention_mask"]))
+        weights = self.heads.mean_weights(batch["attention_mask"], hidden.dtype)
+        return self.heads.classify(top, self.heads.pool(top, hidden, weights))

@@ -24,13 +24,14 @@ from cee_bench import distributed
 from cee_bench.classification.curve import (LTT_POINT, choose_ltt_point, choose_operating_points, evaluate_rule,
                                             per_layer_scores, rule_predictions, sweep)
 from cee_bench.classification.data import Encoded, encode, load_splits, split_words
+from cee_bench.classification.evaluation_cache import EvaluationCache
 from cee_bench.classification.exits import ExitRule, Never
 from cee_bench.classification.metrics import scores
 from cee_bench.classification.method import Method, resolve_stages
 from cee_bench.classification.multiexit import POOLINGS, MultiExitModel, load_backbone, resolve_model
-from cee_bench.classification.runtime import measure_latency, predict
+from cee_bench.classification.runtime import ROUNDS, WARMUP, measure_latencies, predict
 from cee_bench.classification.sharing import MethodTrainer
-from cee_bench.classification.trace import Trace, compute_trace
+from cee_bench.classification.trace import Trace
 from cee_bench.errors import UserError
 from cee_bench.options import RunOptions
 from cee_bench.presets import PRESET_LIMITS
@@ -38,6 +39,7 @@ from cee_bench.progress import Progress
 from cee_bench.provenance import code_identity, data_provenance, model_provenance, provenance
 from cee_bench.registry import get_method, parse_methods
 from cee_bench.results import pack_digits, read_record, result_path, unpack_digits
+from cee_bench.store import store_root
 from cee_bench.tasks import Task, get_task
 from cee_bench.training import Stage
 from cee_bench.validation import check_at_most
@@ -65,6 +67,10 @@ class ClassificationRecipe:
         self.data_summary = {"source": self.splits.source, "train": len(self.splits.train),
                              "heldout": len(self.splits.heldout), "calibration": len(self.splits.calibration),
                              "dev": len(self.splits.dev), "words": split_words(self.splits)}
+        # one trace per trained model and split, one confirmation per model and rule, for every method of the run
+        # and (with the store) later runs
+        self.evaluations = EvaluationCache(store_root(opts.output_dir, self.task.name) / "evaluation"
+                                           if opts.share else None, batch_size=EVAL_BATCH_SIZE, progress=progress)
 
     @staticmethod
     def check(opts: RunOptions) -> None:
@@ -129,18 +135,12 @@ class ClassificationRecipe:
         model, variants = trained.model, trained.variants
         given = opts.grids.get(method.name)
         grid = list(variants) if variants else list(given if given is not None else method.grid(model.num_layers))
-        trace_cache: dict[tuple[int, str], Trace] = {}
 
         def model_for(value: Any) -> MultiExitModel:
             return variants.get(value, model) if variants else model
 
         def trace_of(value: Any, split: str) -> Trace:
-            m = model_for(value)
-            if (id(m), split) not in trace_cache:
-                m.eval()
-                trace_cache[id(m), split] = compute_trace(m, data[split], split=split, batch_size=EVAL_BATCH_SIZE,
-                                                          progress=progress)
-            return trace_cache[id(m), split]
+            return self.evaluations.trace(model_for(value), data[split], split)
 
         curves = {split: sweep(grid, lambda v, s=split: (trace_of(v, s), method.rule(model_for(v), v)), task)
                   for split in ("heldout", "dev")}
@@ -156,11 +156,14 @@ class ClassificationRecipe:
             chosen[LTT_POINT], settings[LTT_POINT] = ltt_choice, ltt_setting
         else:
             progress.log(f"  {LTT_POINT}: empty: {guarantee['empty']}")
+        # the operating points that share a model and a rule share its confirmation and timing
+        distinct = {(id(m), rule): (m, rule, trace_of(value, "dev")) for m, rule, value in settings.values()}
+        confirmed = dict(zip(distinct, _confirm(list(distinct.values()), data["dev"], task, opts, progress,
+                                                self.evaluations)))
         operating_points, points = {}, {}
         for name, choice in chosen.items():
-            chosen_model, rule, value = settings[name]
-            point, points[name] = _confirm(chosen_model, rule, trace_of(value, "dev"), data["dev"], task, opts,
-                                           progress)
+            chosen_model, rule, _ = settings[name]
+            point, points[name] = confirmed[id(chosen_model), rule]
             operating_points[name] = {**choice, **point, "split": "dev", "selected_on": "heldout"}
             if name == LTT_POINT:
                 operating_points[name]["selected_on"] = "calibration"
@@ -262,20 +265,41 @@ def _model_provenance(opts: RunOptions, encoder: torch.nn.Module, backbone: str)
                             revision=opts.revision, commit_hash=getattr(encoder.config, "_commit_hash", None))
 
 
-def _confirm(model: MultiExitModel, rule: ExitRule, dev_trace: Trace, dev: Encoded, task: Task, opts: RunOptions,
-             progress: Progress) -> tuple[dict[str, Any], dict[str, list[int]]]:
-    """One operating point on dev: the simulated scores and layer figures, real early-exit inference (its agreement
-    with the simulation) and wall-clock latency; plus the point's per-example predictions and exit layers."""
-    point, _ = evaluate_rule(dev_trace, rule, task)
-    sim_preds, sim_exits = rule_predictions(dev_trace, rule)
-    real_preds, real_exits = predict(model, rule, dev, EVAL_BATCH_SIZE)
-    agreement = float(np.mean((real_exits.numpy() + 1 == sim_exits) & (real_preds.numpy() == sim_preds)))
-    latency = {f"b{bs}": measure_latency(model, rule, dev, batch_size=bs, max_examples=opts.limits["latency_examples"],
-                                         progress=progress)
-               for bs in (1, EVAL_BATCH_SIZE)}
-    per_example = {"predictions": sim_preds.tolist(), "exit_layers": sim_exits.tolist(),
-                   "real_exit_layers": (real_exits.numpy() + 1).tolist(), "top_layer": pack_digits(_top(dev_trace))}
-    return {**point, "real_vs_simulated_agreement": agreement, "latency": latency}, per_example
+def _confirm(settings: list[tuple[MultiExitModel, ExitRule, Trace]], dev: Encoded, task: Task, opts: RunOptions,
+             progress: Progress, cache: EvaluationCache) -> list[tuple[dict[str, Any], dict[str, list[int]]]]:
+    """Each distinct (model, rule, its dev trace) of a record's operating points on dev: the simulated scores and
+    layer figures, real early-exit inference (its agreement with the simulation) and wall-clock latency; plus its
+    per-example predictions and exit layers. A setting confirmed before, in this run or an earlier one with the same
+    timing settings, is read from `cache` (`evaluation_reused`); the others are timed together
+    (`runtime.measure_latencies`: the full model once per example and round for all of them), which also counts the
+    timed examples whose real exit differs from the simulated one."""
+    timing = {"latency_examples": opts.limits["latency_examples"], "rounds": ROUNDS, "warmup": WARMUP,
+              "batch_sizes": [1, EVAL_BATCH_SIZE]}
+    keys = [cache.confirmation_key(model, dev, rule, timing) for model, rule, _ in settings]
+    found = {key: cache.confirmation(key) for key in keys}
+    todo = [(key, setting) for key, setting in zip(keys, settings) if found[key] is None]
+    fresh = []
+    for _, (model, rule, dev_trace) in todo:
+        point, _ = evaluate_rule(dev_trace, rule, task)
+        sim_preds, sim_exits = rule_predictions(dev_trace, rule)
+        real_preds, real_exits = predict(model, rule, dev, EVAL_BATCH_SIZE)
+        agreement = float(np.mean((real_exits.numpy() + 1 == sim_exits) & (real_preds.numpy() == sim_preds)))
+        fresh.append(({**point, "real_vs_simulated_agreement": agreement, "latency": {}},
+                      {"predictions": sim_preds.tolist(), "exit_layers": sim_exits.tolist(),
+                       "real_exit_layers": (real_exits.numpy() + 1).tolist(),
+                       "top_layer": pack_digits(_top(dev_trace))}))
+    for bs in timing["batch_sizes"] if todo else ():
+        figures = measure_latencies([(model, rule) for _, (model, rule, _) in todo], dev, batch_size=bs,
+                                    max_examples=timing["latency_examples"],
+                                    simulated_exits=[per_example["exit_layers"] for _, per_example in fresh],
+                                    progress=progress)
+        for (point, _), latency in zip(fresh, figures):
+            point["latency"][f"b{bs}"] = latency
+    for (key, _), (point, per_example) in zip(todo, fresh):
+        found[key] = cache.keep_confirmation(key, {"point": point, "per_example": per_example})
+    measured = {key for key, _ in todo}
+    return [({**found[key]["point"], "evaluation_reused": key not in measured}, found[key]["per_example"])
+            for key in keys]
 
 
 def _ltt_choice(method: Method, grid: list[Any], model_for: Any, trace_of: Any, reference: dict[str, Any],

@@ -67,9 +67,10 @@ class Trained:
     stage_keys: dict[str, str] = field(default_factory=dict)  # shared stage name → its training key
 
 
-def weights_digest(module: torch.nn.Module) -> str:
+def weights_digest(module: torch.nn.Module, *, remember: bool = True) -> str:
     """sha256 of a module's tensors (names, shapes, dtypes, values): the backbone's identity, whatever path or hub id
-    it was loaded from. Cached on the module, which the harness never trains (every method trains a copy)."""
+    it was loaded from. Cached on the module, which the harness never trains (every method trains a copy), unless
+    `remember` is False (a trained model's weights, `evaluation_cache`)."""
     cached = getattr(module, "_cee_weights_digest", None)
     if cached is None:
         digest = hashlib.sha256()
@@ -77,7 +78,8 @@ def weights_digest(module: torch.nn.Module) -> str:
             digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
         cached = digest.hexdigest()
-        module._cee_weights_digest = cached
+        if remember:
+            module._cee_weights_digest = cached
     return cached
 
 

@@ -23,6 +23,7 @@ import torch
 
 from cee_bench.errors import UserError
 from cee_bench.generation.model import MultiExitLM
+from cee_bench.timing import PeakMemory
 
 
 class TokenExitRule(Protocol):
@@ -63,13 +64,20 @@ class Generation:
     """One generated continuation with its per-token audit trail.
 
     The first token comes from the prompt pass (all layers); `decode_seconds` and the layer statistics used for
-    speed-ups cover the later tokens, the ones a method can accelerate."""
+    speed-ups cover the later tokens, the ones a method can accelerate. `peak_memory_mb`: how far the whole call
+    raised memory (`timing.PeakMemory`, measured outside both timed spans)."""
 
     tokens: list[int] = field(default_factory=list)
     exit_layers: list[int] = field(default_factory=list)
     confidences: list[float] = field(default_factory=list)
     prefill_seconds: float = 0.0
     decode_seconds: float = 0.0
+    peak_memory_mb: float = 0.0
+
+    @property
+    def token_seconds(self) -> float | None:
+        """Mean seconds per token after the first (None when only one token was generated)."""
+        return self.decode_seconds / (len(self.tokens) - 1) if len(self.tokens) > 1 else None
 
     @property
     def decode_exit_layers(self) -> list[int]:
@@ -155,9 +163,17 @@ def generate(mlm: MultiExitLM, prompt_ids: torch.Tensor, *, rule: TokenExitRule 
              return_cache: bool = False) -> Generation | tuple[Generation, object]:
     """Early-exit decoding of one prompt ([1, T] ids). `rule=None` is the full model through the same code path,
     which is what measured speed-ups compare against."""
+    check_fits(mlm, prompt_ids.shape[-1], max_new_tokens)
+    with PeakMemory(prompt_ids.device) as peak:
+        out, cache = _generate(mlm, prompt_ids, rule, max_new_tokens, decoding, eos_ids, seed)
+    out.peak_memory_mb = peak.mb
+    return (out, cache) if return_cache else out
+
+
+def _generate(mlm: MultiExitLM, prompt_ids: torch.Tensor, rule: TokenExitRule | None, max_new_tokens: int,
+              decoding: Decoding, eos_ids: frozenset[int], seed: int) -> tuple[Generation, object]:
     from transformers import DynamicCache
 
-    check_fits(mlm, prompt_ids.shape[-1], max_new_tokens)
     generator = torch.Generator().manual_seed(seed)
     cache = DynamicCache(config=mlm.config)
     out = Generation()
@@ -187,4 +203,4 @@ def generate(mlm: MultiExitLM, prompt_ids: torch.Tensor, *, rule: TokenExitRule 
         out.exit_layers.append(layer)
         out.confidences.append(confidence)
     out.decode_seconds = time.perf_counter() - start
-    return (out, cache) if return_cache else out
+    return out, cache

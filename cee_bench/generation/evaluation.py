@@ -5,6 +5,10 @@ the same prompts through the same decoding code (`rule=None` is the full model).
 the full model decodes each prompt again right before the rule does, so load that drifts during a long run (a
 shared machine) hits both sides of each ratio alike. Tokens/s and layers per token count the tokens after the
 first: the first comes from the prompt pass, which always runs every layer.
+
+Each point's `latency` holds the statistics of docs/timing.md (`timing.latency_stats`, one value per prompt, in the
+split's order): `prefill_ms` (the prompt pass, first token included), `token_ms` (each prompt's mean time per later
+token), `tokens_per_s` and `peak_memory_mb` (the largest growth over the prompts, `timing.PeakMemory`).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import torch
 from cee_bench.generation.decoding import Decoding, Generation, TokenExitRule, generate
 from cee_bench.generation.metrics import bert_f, layer_stats, mean, rouge_l
 from cee_bench.generation.model import MultiExitLM
+from cee_bench.timing import latency_stats
 
 AUDIT_EXAMPLES = 5  # per curve point, the per-token exit layers of this many examples are kept in the record
 
@@ -55,6 +60,14 @@ def decode_speed(generations: Sequence[Generation]) -> float:
     return tokens / seconds if seconds > 0 else 0.0
 
 
+def latency_figures(generations: Sequence[Generation]) -> dict:
+    """A curve point's `latency` block (see the module docstring)."""
+    token_ms = [1e3 * g.token_seconds for g in generations if g.token_seconds is not None]
+    return {"prefill_ms": latency_stats([1e3 * g.prefill_seconds for g in generations]),
+            "token_ms": latency_stats(token_ms) if token_ms else None, "tokens_per_s": decode_speed(generations),
+            "peak_memory_mb": max(g.peak_memory_mb for g in generations)}
+
+
 def curve_point(generations: Sequence[Generation], texts: Sequence[str], references: Sequence[str],
                 full_texts: Sequence[str], *, full_tokens_per_s: float, num_layers: int,
                 example_ids: Sequence[str], **labels: object) -> dict:
@@ -73,6 +86,7 @@ def curve_point(generations: Sequence[Generation], texts: Sequence[str], referen
         **layer_stats(layers, num_layers),
         "tokens_per_s": tokens_per_s,
         "speedup_measured": tokens_per_s / full_tokens_per_s if full_tokens_per_s else 0.0,
+        "latency": latency_figures(generations),
         "generated_tokens": sum(len(g.tokens) for g in generations),
         "audit": [{"id": i, "exit_layers": g.exit_layers}
                   for i, g in zip(example_ids[:AUDIT_EXAMPLES], generations[:AUDIT_EXAMPLES])],

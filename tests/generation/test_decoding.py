@@ -73,3 +73,22 @@ def test_prompt_longer_than_context_is_a_user_error(tiny_lm):
 def test_threshold_outside_unit_interval_is_a_user_error():
     with pytest.raises(UserError, match=r"\[0, 1\]"):
         CalmRule("softmax", threshold=1.5, max_steps=4)
+
+
+def test_a_curve_points_latency_holds_prefill_and_per_token_statistics(tiny_lm):
+    """docs/timing.md's generation figures: one prefill time and one mean per-token time per prompt, with tokens/s
+    and the peak memory growth of the decoding."""
+    from cee_bench.generation.evaluation import decode_speed, latency_figures
+
+    mlm = MultiExitLM(tiny_lm, every_layer(4))
+    outputs = [generate(mlm, PROMPT[:, :k], rule=None, max_new_tokens=6, decoding=Decoding(greedy=True))
+               for k in (4, 6, 8)]
+    assert all(o.prefill_seconds > 0 and o.token_seconds == o.decode_seconds / 5 for o in outputs)
+    figures = latency_figures(outputs)
+    for phase, times in (("prefill_ms", [o.prefill_seconds for o in outputs]),
+                         ("token_ms", [o.token_seconds for o in outputs])):
+        assert figures[phase]["count"] == 3 and figures[phase]["raw"] == pytest.approx([1e3 * t for t in times])
+        assert set(figures[phase]) == {"count", "mean", "p50", "p90", "p95", "p99", "stdev", "raw"}
+    assert figures["tokens_per_s"] == decode_speed(outputs) > 0 and figures["peak_memory_mb"] >= 0
+    single = generate(mlm, PROMPT, rule=None, max_new_tokens=1, decoding=Decoding(greedy=True))
+    assert single.token_seconds is None and latency_figures([single])["token_ms"] is None
