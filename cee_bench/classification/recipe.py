@@ -118,10 +118,11 @@ class ClassificationRecipe:
         model, variants = trained.model, trained.variants
         given = opts.grids.get(method.name)
         grid = list(variants) if variants else list(given if given is not None else method.grid(model.num_layers))
+        thresholds = method.thresholds(grid)  # the curve's points: the grid, or (α_depth, π) for the π sweep
         trace_cache: dict[tuple[int, str], Trace] = {}
 
         def model_for(value: Any) -> MultiExitModel:
-            return variants.get(value, model) if variants else model
+            return variants.get(method.variant(value), model) if variants else model
 
         def trace_of(value: Any, split: str) -> Trace:
             m = model_for(value)
@@ -131,15 +132,17 @@ class ClassificationRecipe:
                                                           progress=progress)
             return trace_cache[id(m), split]
 
-        curves = {split: sweep(grid, lambda v, s=split: (trace_of(v, s), method.rule(model_for(v), v)), task)
+        curves = {split: sweep(thresholds, lambda v, s=split: (trace_of(v, s), method.rule(model_for(v), v)), task)
                   for split in ("heldout", "dev")}
-        reference = _reference(opts, task, method, trace_of(grid[-1], "heldout"), trace_of(grid[-1], "dev"))
+        last = thresholds[-1]
+        reference = _reference(opts, task, method, trace_of(last, "heldout"), trace_of(last, "dev"))
         chosen = choose_operating_points(curves["heldout"], reference["heldout"])
-        settings = {name: (model_for(grid[c["grid_index"]]),
-                           method.rule(model_for(grid[c["grid_index"]]), grid[c["grid_index"]]), grid[c["grid_index"]])
+        settings = {name: (model_for(thresholds[c["grid_index"]]),
+                           method.rule(model_for(thresholds[c["grid_index"]]), thresholds[c["grid_index"]]),
+                           thresholds[c["grid_index"]])
                     for name, c in chosen.items()}
-        chosen[LTT_POINT], settings[LTT_POINT] = _ltt_choice(method, grid, model_for, trace_of, curves["heldout"],
-                                                             reference["heldout"], task)
+        chosen[LTT_POINT], settings[LTT_POINT] = _ltt_choice(method, thresholds, model_for, trace_of,
+                                                             curves["heldout"], reference["heldout"], task)
         operating_points, points = {}, {}
         for name, choice in chosen.items():
             chosen_model, rule, value = settings[name]
@@ -159,7 +162,7 @@ class ClassificationRecipe:
                             "grid_source": "run options" if given is not None else "method", "log": trained.log},
             "train_seconds": train_seconds, "model_store": trained.model_store, "training": trained.training,
             "reference": reference,
-            "per_layer_scores": {split: per_layer_scores(trace_of(grid[-1], split), task)
+            "per_layer_scores": {split: per_layer_scores(trace_of(last, split), task)
                                  for split in ("heldout", "dev")},
             "curve": curves["dev"], "selection_curve": curves["heldout"], "curve_kind": "simulated",
             "eval_split": "dev", "select_split": "heldout",
