@@ -513,7 +513,7 @@ class ConsistentEE(Method):
             key = f"{alpha_depth:g}"
             per_layer[key] = alpha_per_layer(alpha_depth, ctx.model.num_layers)
             rounds_log[key] = train_rounds(ctx, per_layer[key], self.reward_kind,
-                                           variant_name(self.threshold_name, alpha_depth), step1)
+                                           variant_name(ConsistentEE.threshold_name, alpha_depth), step1)
             models[alpha_depth] = copy.deepcopy(ctx.model).eval()
         ctx.meta.update(alpha_rule=ALPHA_RULE, alpha_per_layer=per_layer, step1_shared_across_alphas=True,
                         alpha_grid={"rule": HELDOUT_GRID_RULE if stage.alphas == HELDOUT_GRID else "fixed",

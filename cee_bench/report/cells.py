@@ -56,9 +56,12 @@ def _latency(point: dict[str, Any], batch: str, key: str) -> float | None:
     return point.get("latency", {}).get(batch, {}).get(key)
 
 
-def converged_at(record: dict[str, Any], threshold: Any) -> bool | None:
-    """Whether ConsistentEE's rounds converged for the chosen α (None where the record does not say)."""
-    table = (record.get("method_meta") or {}).get("converged")
+def converged_at(record: dict[str, Any], threshold: Any, flag: str = "converged") -> bool | None:
+    """Whether ConsistentEE's rounds converged (`flag` "collapsed": collapsed) for the chosen α, the first of an
+    (α, π) pair on the π sweep's row (None where the record does not say)."""
+    table = (record.get("method_meta") or {}).get(flag)
+    if isinstance(threshold, (list, tuple)) and threshold:
+        threshold = threshold[0]
     if not isinstance(table, dict) or threshold is None:
         return None
     for alpha, done in table.items():
@@ -124,6 +127,7 @@ def _cell(task: str, method: str, op: str, points: list[tuple[dict, dict]], boot
     row["full_latency_ms_b1"] = _mean([_latency(p, "b1", "full_ms_median") for _, p in points])
     converged = [converged_at(r, p.get("threshold")) for r, p in points]
     row["converged"] = None if all(c is None for c in converged) else all(c is not False for c in converged)
+    row["collapsed"] = any(converged_at(r, p.get("threshold"), "collapsed") for r, p in points)
     if reference is not None and method != "full":
         row["delta_vs_full"] = float(np.mean([s - reference.score(seed) for s, seed in zip(scores, seeds)]))
     _add_intervals(row, points, boot, ids, labels, reference)

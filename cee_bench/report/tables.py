@@ -22,7 +22,7 @@ from cee_bench.report.grouping import OP_LABELS, TASK_KEYS, Group, method_order,
 METRIC_SHORT = {"f1": "F1", "accuracy": "acc"}
 CSV_COLUMNS = ("kind", "table", "task", "method", "method_display", "operating_point", "label", "backbone", "model",
                "preset", "pooling", "device", *TASK_KEYS, "split", "selected_on", "metric", "num_layers", "seeds",
-               "seed_list", "threshold", "met", "met_seeds", "fallback_seeds", "converged", "score", "score_mean",
+               "seed_list", "threshold", "met", "met_seeds", "fallback_seeds", "converged", "collapsed", "score", "score_mean",
                "score_sd", "score_ci_low", "score_ci_high", "saved_layers", "saved_layers_sd", "saved_layers_ci_low",
                "saved_layers_ci_high", "delta_vs_full", "delta_ci_low", "delta_ci_high", "within_noise",
                "bootstrap_resamples", "interval_note", "mean_exit_layer", "layer_speedup", "speedup_wall_b1",
@@ -82,7 +82,7 @@ def _score_text(cell: dict[str, Any]) -> str:
     text += f" ± {100 * half:.1f}" if half is not None else "†"
     if cell["score_sd"] is not None:
         text += f" (sd {100 * cell['score_sd']:.1f})"
-    return text + ("‡" if cell["converged"] is False else "")
+    return text + ("‡" if cell["converged"] is False else "") + ("§" if cell.get("collapsed") else "")
 
 
 def _delta_text(cell: dict[str, Any]) -> str:
@@ -212,6 +212,9 @@ def _notes(group: Group, cells: list[dict[str, Any]], common: list[str], rows: l
                      "so no within-noise verdict; re-run to get them.")
     if any(c["converged"] is False for c in cells):
         notes.append("‡ ConsistentEE: the chosen α's rounds stopped at max_rounds without converging.")
+    if any(c.get("collapsed") for c in cells):
+        notes.append("§ ConsistentEE: the chosen α's model collapsed (≥ 95% of held-out rows exit at one layer, "
+                     "within noise of a constant predictor).")
     limits = [f"{t}: " + ", ".join(f"{k}={v}" for k, v in group.limits(t).items()) for t in group.tasks]
     notes.append("data limits: " + "; ".join(limits))
     return notes
