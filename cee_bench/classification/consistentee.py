@@ -176,14 +176,15 @@ def policy_signals(model: MultiExitModel, layer: int, signals: dict[str, torch.T
 
 
 @torch.no_grad()
-def policy_exits(policies: nn.ModuleList, pooled: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
-    """0-based exit layers [N] of the inference rule (first P(exit) > 0.5, as `policy_signals` computes it) from
-    pooled states [N, L−1, H]: step 4's decisions, made from the round's eval-mode states."""
+def policy_exits(model: MultiExitModel, pooled: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+    """0-based exit layers [N] of the inference rule (first P(exit) > 0.5, computed as `policy_signals` computes it)
+    from pooled states [N, L−1, H]: step 4's decisions, made from the round's eval-mode states."""
+    policies = model.extras["policy"]
     exits = []
     for start in range(0, len(pooled), batch_size):
-        chunk = pooled[start:start + batch_size]
+        chunk = pooled[start:start + batch_size].to(model.device)
         exit_prob = torch.stack([torch.sigmoid(p(chunk[:, i])) for i, p in enumerate(policies)], dim=1)
-        exits.append(first_exit(exit_prob > EXIT_THRESHOLD))
+        exits.append(first_exit(exit_prob > EXIT_THRESHOLD).cpu())
     return torch.cat(exits)
 
 
@@ -377,7 +378,7 @@ def train_rounds(ctx: FitContext, alpha: float, reward_kind: str, series: str | 
                                     counted_layers(stage, start["layer_above_constant"]))
         hardness = memorized if reward_kind == "hardness" else None
         policy_losses = train_policy(ctx, states, hardness, alpha, round_index)
-        exits = policy_exits(ctx.model.extras["policy"], states.pooled)
+        exits = policy_exits(ctx.model, states.pooled)
         figures = train_figures(states.ce, states.preds, ctx.train.labels, memorized, exits)
         del states
         refine_losses = train_refine(ctx, hardness, alpha, exits)

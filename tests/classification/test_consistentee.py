@@ -237,7 +237,7 @@ def test_policy_stage_freezes_the_backbone_and_refinement_freezes_the_policy() -
     cee.train_policy(ctx, states, cee.memorized_layer(states.preds, ctx.train.labels), 0.1, 0)
     assert same(before_rest, rest) and not same(before_policy, params_of(policy))
     before_rest, before_policy = [p.detach().clone() for p in rest], params_of(policy)
-    cee.train_refine(ctx, None, 0.1, cee.policy_exits(policy, states.pooled))
+    cee.train_refine(ctx, None, 0.1, cee.policy_exits(model, states.pooled))
     assert same(before_policy, params_of(policy)) and not same(before_rest, rest)
 
 
