@@ -1,12 +1,12 @@
 """ConsistentEE's two policy estimators measured through `cee-bench run` (issue 20, "Show"): does the policy trace a
 curve, and does ConsistentEE beat DeeBERT and PABEE at ≤1% loss?
 
-For each estimator (`on-policy`, the reference's `greedy-epsilon`) it runs `full, pabee, deebert, consistentee,
-consistentee-pi` on each task and seed with the `cpu` preset, into `<output-dir>/<estimator>/` — the records
-`cee-bench run` writes when the preset's policy stage uses that estimator. Every folder's model store is a link to
-`<output-dir>/models`, so the shared trainings (step 1 = PABEE's training, the full model, DeeBERT's stages) train
-once for both estimators, and a second invocation reuses every record and model. Timing is not the point here:
-`--latency-examples` is small.
+For each estimator (`on-policy`, the reference's `greedy-epsilon`) it runs `full, consistentee, consistentee-pi` on
+each task and seed with the `cpu` preset, into `<output-dir>/<estimator>/` — the records `cee-bench run` writes when
+the preset's policy stage uses that estimator — and `pabee, deebert` once, in the first estimator's folder. Every
+folder's model store is a link to `<output-dir>/models`, so the shared trainings (step 1 = PABEE's training, the full
+model) train once for both estimators, and a second invocation reuses every record and model. Timing is not the
+point here: `--latency-examples` is small.
 
 Prints, per estimator, task, seed and α: the held-out exit histogram of the last round, how many layers receive ≥ 5%
 of the rows, π's undecided share (in (0.1, 0.9)) per deciding layer over the rows that reach it, and whether the
@@ -43,7 +43,8 @@ from cee_bench.runner import run
 
 ROOT = Path(__file__).resolve().parents[1]
 GLUE = ROOT.parent / "shared" / "data" / "glue"
-METHODS = ("full", "pabee", "deebert", "consistentee", "consistentee-pi")
+METHODS = ("full", "consistentee", "consistentee-pi")  # per estimator (full: the reference of its operating points)
+BASELINES = ("pabee", "deebert")  # once
 CURVES = {"consistentee": "ConsistentEE (α curve)", "consistentee-pi": "ConsistentEE (π sweep)",
           "deebert": "DeeBERT", "pabee": "PABEE"}
 SEQ_LENGTH = {"sst2": 64}  # every other task: the preset's
@@ -62,14 +63,14 @@ def policy_settings(**changes: Any) -> Iterator[None]:
         ConsistentEE.stages = saved
 
 
-def options(args: argparse.Namespace, task: str, folder: Path) -> RunOptions:
+def options(args: argparse.Namespace, task: str, folder: Path, methods: tuple[str, ...]) -> RunOptions:
     extra: dict[str, Any] = {}
     if args.dtype is not None:
         if "dtype" not in {f.name for f in fields(RunOptions)}:
             raise SystemExit("--dtype needs `cee-bench run --dtype` (on main): merge main into this branch")
         extra["dtype"] = args.dtype
     grids = {name: list(args.alphas) for name in ("consistentee", "consistentee-pi")} if args.alphas else {}
-    return RunOptions(task=task, methods=",".join(METHODS), data_dir=args.data_dir, output_dir=folder, preset="cpu",
+    return RunOptions(task=task, methods=",".join(methods), data_dir=args.data_dir, output_dir=folder, preset="cpu",
                       seeds=list(args.seeds), max_train_samples=args.rows, max_eval_samples=args.max_eval_samples,
                       max_seq_length=args.max_seq_length or SEQ_LENGTH.get(task),
                       latency_examples=args.latency_examples, grids=grids, quiet=args.quiet, **extra)
@@ -110,8 +111,9 @@ def t_interval(values: list[float]) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
-def seed_figures(folder: Path, task: str, seed: int) -> dict[str, Any]:
-    """What one estimator's run of one task and seed shows (module docstring)."""
+def seed_figures(folder: Path, baselines: Path, task: str, seed: int) -> dict[str, Any]:
+    """What one estimator's run of one task and seed shows (module docstring); the baselines' records are in
+    `baselines`."""
     cee = load(folder, task, "consistentee", seed)
     meta = cee["method_meta"]
     alphas = {}
@@ -123,7 +125,7 @@ def seed_figures(folder: Path, task: str, seed: int) -> dict[str, Any]:
                          "collapsed": last["collapsed"], "converged": last["converged"]}
     curves = {}
     for method in CURVES:
-        record = load(folder, task, method, seed)
+        record = load(baselines if method in BASELINES else folder, task, method, seed)
         dev = [p["saved_layers"] for p in record["curve"]]
         curves[method] = {"distinct_heldout": distinct(record["selection_curve"]),
                           "span_dev": max(dev) - min(dev), "le1": le1(record),
@@ -191,25 +193,23 @@ def plot(summary: dict[str, Any], out: Path) -> list[Path]:
                     points = sorted(curve["curve"])
                     if method == "consistentee-pi":
                         ax.scatter([100 * x for x, _, _ in points], [100 * y for _, y, _ in points], s=9,
-                                   color="tab:orange", alpha=0.6, label=CURVES[method])
+                                   color="tab:orange", alpha=0.7, zorder=3, label=CURVES[method])
                         continue
                     style, colour = styles[method]
                     ax.plot([100 * x for x, _, _ in points], [100 * y for _, y, _ in points], style, ms=4,
                             color=colour, label=CURVES[method])
                 ax.axhline(100 * figure["full_dev"], color="black", lw=1, label="full model")
                 ax.axhline(99 * figure["full_dev"], color="black", lw=0.8, ls=":", label="99% of full")
-                ax.set_title(f"{estimator}, seed {seed}", fontsize=9)
-                ax.set_xlabel("saved layers (%, dev)")
-                ax.set_ylabel(f"{figure['metric']} (%, dev)")
+                ax.set(title=f"{estimator}, seed {seed}", xlabel="saved layers (%, dev)",
+                       ylabel=f"{figure['metric']} (%, dev)")
                 ax.grid(alpha=0.3)
         axes[0][0].legend(fontsize=7)
-        fig.suptitle(f"{task}: ConsistentEE's α curve and π sweep beside DeeBERT and PABEE (simulated, dev)",
+        fig.suptitle(f"{task}: ConsistentEE's α curve and π sweep\nbeside DeeBERT and PABEE (simulated, dev)",
                      fontsize=10)
+        written.append(out / f"policy_estimators_{task}.png")
         fig.tight_layout()
-        path = out / f"policy_estimators_{task}.png"
-        fig.savefig(path, dpi=110)
+        fig.savefig(written[-1], dpi=110)
         plt.close(fig)
-        written.append(path)
     return written
 
 
@@ -232,14 +232,17 @@ def main() -> None:
     args = parser.parse_args()
     out = args.output_dir
     summary: dict[str, Any] = {}
+    baselines = None
     for estimator in args.estimators.split(","):
         folder = out / (estimator if args.memorized_layers == "every" else f"{estimator}+{args.memorized_layers}")
         shared_store(out, folder)
         with policy_settings(estimator=estimator, memorized_layers=args.memorized_layers):
             for task in args.tasks.split(","):
-                run(options(args, task, folder))
-                summary.setdefault(folder.name, {})[task] = {seed: seed_figures(folder, task, seed)
+                run(options(args, task, folder, METHODS if baselines else METHODS + BASELINES))
+                summary.setdefault(folder.name, {})[task] = {seed: seed_figures(folder, baselines or folder, task,
+                                                                                seed)
                                                               for seed in args.seeds}
+        baselines = baselines or folder
     report(summary)
     (out / "policy_estimators.json").write_text(json.dumps(summary, indent=1))
     for path in plot(summary, out):

@@ -553,6 +553,8 @@ class ConsistentEEPiSweep(ConsistentEE):
                   "pi sweep (not in the paper): every alpha's model is also read with the exit threshold P(exit) > pi "
                   "for pi in " + ", ".join(f"{p:g}" for p in PI_GRID) + ", not only 0.5; operating points are "
                   "chosen over all (alpha_depth, pi) pairs on held-out")
+    preset_notes = {preset: f"{note}; each alpha's model read at P(exit) > pi, pi " + ", ".join(f"{p:g}" for p in PI_GRID)
+                    + " (consistentee's trainings)" for preset, note in ConsistentEE.preset_notes.items()}
 
     def thresholds(self, grid: Sequence[Any]) -> list[Any]:
         return [(float(alpha), pi) for alpha in grid for pi in PI_GRID]
