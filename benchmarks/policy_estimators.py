@@ -28,7 +28,7 @@ import contextlib
 import json
 import math
 import os
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -38,6 +38,7 @@ from cee_bench.classification.consistentee import MEMORIZED_RULES, ConsistentEE
 from cee_bench.classification.estimators import ESTIMATORS
 from cee_bench.classification.policy_diagnostics import layers_with
 from cee_bench.options import RunOptions, parse_grid, parse_seeds
+from cee_bench.precision import DEFAULT_DTYPE, DTYPES
 from cee_bench.results import result_path
 from cee_bench.runner import run
 
@@ -64,16 +65,11 @@ def policy_settings(**changes: Any) -> Iterator[None]:
 
 
 def options(args: argparse.Namespace, task: str, folder: Path, methods: tuple[str, ...]) -> RunOptions:
-    extra: dict[str, Any] = {}
-    if args.dtype is not None:
-        if "dtype" not in {f.name for f in fields(RunOptions)}:
-            raise SystemExit("--dtype needs `cee-bench run --dtype` (on main): merge main into this branch")
-        extra["dtype"] = args.dtype
     grids = {name: list(args.alphas) for name in ("consistentee", "consistentee-pi")} if args.alphas else {}
     return RunOptions(task=task, methods=",".join(methods), data_dir=args.data_dir, output_dir=folder, preset="cpu",
                       seeds=list(args.seeds), max_train_samples=args.rows, max_eval_samples=args.max_eval_samples,
                       max_seq_length=args.max_seq_length or SEQ_LENGTH.get(task),
-                      latency_examples=args.latency_examples, grids=grids, quiet=args.quiet, **extra)
+                      latency_examples=args.latency_examples, grids=grids, dtype=args.dtype, quiet=args.quiet)
 
 
 def shared_store(out: Path, folder: Path) -> None:
@@ -220,7 +216,7 @@ def main() -> None:
     parser.add_argument("--tasks", default="sst2,mrpc")
     parser.add_argument("--alphas", type=parse_grid, default=None,
                         help="α_depth grid (default: the cpu preset's, chosen on held-out after step 1)")
-    parser.add_argument("--dtype", default=None, help="fp32, bf16 or fp16 (`cee-bench run --dtype`)")
+    parser.add_argument("--dtype", choices=DTYPES, default=DEFAULT_DTYPE, help="`cee-bench run --dtype`")
     parser.add_argument("--estimators", default=",".join(ESTIMATORS))
     parser.add_argument("--memorized-layers", choices=MEMORIZED_RULES, default="every")
     parser.add_argument("--max-eval-samples", type=int, default=None)

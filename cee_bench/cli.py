@@ -17,6 +17,7 @@ from rich.console import Console
 
 from cee_bench.errors import UserError
 from cee_bench.interrupt import Interrupted, signals_raise
+from cee_bench.precision import DEFAULT_DTYPE
 from cee_bench.validation import check_folder, flag
 
 if TYPE_CHECKING:
@@ -72,6 +73,8 @@ def run(
     config: Optional[Path] = typer.Option(None, help="YAML/JSON file of run options (also `grids:` per method and "
                                                      "`runs:`); options given here override it."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    dtype: str = typer.Option(DEFAULT_DTYPE, help="Precision of training and inference: fp32, bf16 (CPUs with AVX-512 "
+                                           "BF16/AMX, most GPUs) or fp16 (GPU). See `cee-bench list`."),
     force: bool = typer.Option(False, "--force", help="Recompute results that already exist."),
     retrain: bool = typer.Option(False, "--retrain", help="Train again instead of reusing the model store's "
                                                           "weights (implies --force)."),
@@ -131,7 +134,7 @@ def _options(values: dict) -> RunOptions:
     return RunOptions(task=values["task"], methods=values["methods"], model=values["model"],
                       revision=values["revision"], data_dir=values["data_dir"], output_dir=values["output_dir"],
                       preset=values["preset"], seed=values["seed_list"][0], seeds=values["seed_list"],
-                      device=values["device"], force=values["force"], quiet=values["quiet"],
+                      device=values["device"], dtype=values["dtype"], force=values["force"], quiet=values["quiet"],
                       pooling=values["pooling"], trust_remote_code=values["trust_remote_code"],
                       epochs=values["epochs"], batch_size=values["batch_size"], lr=values["lr"],
                       max_seq_length=values["max_seq_length"], max_train_samples=values["max_train_samples"],
@@ -146,7 +149,7 @@ def report(
     format: str = typer.Option("table", help="table, csv or markdown."),
     plots: Optional[Path] = typer.Option(None, help="Write accuracy-vs-saved-layers PNGs into this folder."),
     filters: Optional[list[str]] = typer.Option(None, "--filter", help="Keep records with KEY=VALUE (repeatable); "
-                                               "keys: backbone, model, preset, pooling, device, max_seq_length, "
+                                               "keys: backbone, model, preset, pooling, device, dtype, max_seq_length, "
                                                "max_train_samples, max_eval_samples, task, method, seed."),
     bootstrap: str = typer.Option("1000", help="Paired-bootstrap resamples for the 95% intervals."),
 ) -> None:
@@ -192,6 +195,9 @@ def list_() -> None:
     """Show the tasks, methods and presets of both kinds, with their defaults."""
     from rich.table import Table
 
+    import torch
+
+    from cee_bench.precision import DEFAULT_DTYPE, DTYPES, supported
     from cee_bench.presets import GENERATION_PRESETS, PRESET_COSTS, PRESET_LIMITS, PRESETS
     from cee_bench.registry import get_method, method_names
     from cee_bench.tasks import TASKS
@@ -240,6 +246,9 @@ def list_() -> None:
     for p, preset in GENERATION_PRESETS.items():
         gen_presets.add_row(p, *(str(getattr(preset, k)) for k in sizes))
     console.print(gen_presets)
+    devices = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+    console.print(f"--dtype: {', '.join(DTYPES)} (default {DEFAULT_DTYPE}); this machine runs natively: "
+                  + "; ".join(f"{d} {', '.join(supported(d))}" for d in devices))
 
 
 from cee_bench.classification.analysis import analyze_app  # noqa: E402  (torch is imported inside its commands)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cee_bench.errors import UserError
+from cee_bench.precision import DEFAULT_DTYPE, check_dtype
 from cee_bench.presets import PRESETS, GenerationPreset
 from cee_bench.tasks import get_task
 from cee_bench.validation import check_folder, check_numbers, check_output_folder
@@ -36,6 +37,7 @@ class RunOptions:
     seeds: list[int] | None = None  # several seeds: one run of every method per seed (`seed` is then ignored)
     revision: str | None = None  # hub revision of `model`
     device: str = "auto"
+    dtype: str = DEFAULT_DTYPE  # numeric precision of training and inference (`cee_bench.precision`)
     force: bool = False
     quiet: bool = False
     pooling: str = DEFAULT_POOLING
@@ -73,6 +75,7 @@ class RunOptions:
             raise UserError(f"unknown device '{self.device}'; choose auto, cpu or cuda")
         if self.device == "cuda" and not _cuda_available():
             raise UserError("--device cuda asked for, but no CUDA device is available")
+        check_dtype(self.dtype, self.resolved_device)
         check_numbers({name: getattr(self, name) for name in ("epochs", "batch_size", "lr", "max_seq_length",
                                                              "max_train_samples", "max_eval_samples",
                                                              "latency_examples", "seed")})

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from cee_bench.errors import UserError
+from cee_bench.precision import DEFAULT_DTYPE, autocast, full_precision
 from cee_bench.progress import Progress
 
 Batch = dict[str, torch.Tensor]
@@ -53,11 +54,16 @@ class Stage:
 
 def run_stage(accelerator: Any, module: nn.Module, params: list[nn.Parameter], loss_fn: LossFn,
               batches: Callable[[int], Iterable[Any]], *, stage: Stage, total: int, name: str, progress: Progress,
-              on_epoch_end: Callable[[int], None] | None = None, constant_lr: bool = False
-              ) -> tuple[list[float], list[float]]:
+              on_epoch_end: Callable[[int], None] | None = None, constant_lr: bool = False,
+              precision: str = DEFAULT_DTYPE) -> tuple[list[float], list[float]]:
     """The loop itself: AdamW over `params`, `total` global steps of `loss_fn(batch, step)` over `batches(epoch)`,
     a linear schedule (or a constant rate), clipping when the stage asks, a progress bar. Returns (mean loss per
-    epoch averaged over processes, loss per step)."""
+    epoch averaged over processes, loss per step).
+
+    `precision` (`cee_bench.precision`): the loss is computed under autocast at that dtype, and backward, clipping
+    and the optimiser step outside it, on fp32 weights; fp16 scales the loss (`GradScaler`) so small gradients do
+    not flush to zero. Autocast is ours rather than Accelerate's `mixed_precision`, which is fixed once per process:
+    one process may run fp32 and bf16 stages side by side (a config's runs, the precision benchmark)."""
     optimizer = torch.optim.AdamW(params, lr=stage.lr, weight_decay=stage.weight_decay, eps=1e-8)
     warmup = int(stage.warmup_ratio * total)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, (lambda s: 1.0) if constant_lr else (
@@ -67,6 +73,8 @@ def run_stage(accelerator: Any, module: nn.Module, params: list[nn.Parameter], l
     # gradients, not the frozen encoder's), and a loss that never calls the model's forward (the policy stage
     # on cached states) is still synchronised.
     stage_loss, optimizer, scheduler = accelerator.prepare(_StageLoss(module, loss_fn), optimizer, scheduler)
+    device_type = accelerator.device.type
+    scaler = torch.amp.GradScaler(device_type) if precision == "fp16" else None
     module.train()
     losses: list[float] = []
     step_losses: list[float] = []
@@ -75,13 +83,21 @@ def run_stage(accelerator: Any, module: nn.Module, params: list[nn.Parameter], l
         for epoch in range(math.ceil(stage.epochs)):
             running, count = 0.0, 0
             for batch in _take(batches(epoch), total - step):
-                loss = stage_loss(batch, step)
-                optimizer.zero_grad(set_to_none=True)
-                accelerator.backward(loss)
-                if stage.grad_clip:
-                    accelerator.clip_grad_norm_(params, stage.grad_clip)
-                optimizer.step()
-                scheduler.step()
+                with autocast(precision, device_type):
+                    loss = stage_loss(batch, step)
+                with full_precision(device_type):  # also when a caller runs the whole stage under autocast
+                    optimizer.zero_grad(set_to_none=True)
+                    accelerator.backward(loss if scaler is None else scaler.scale(loss))
+                    if scaler is not None:
+                        scaler.unscale_(optimizer)  # clip the true gradients
+                    if stage.grad_clip:
+                        accelerator.clip_grad_norm_(params, stage.grad_clip)
+                    if scaler is None:
+                        optimizer.step()
+                    else:
+                        scaler.step(optimizer)  # skipped when a gradient overflowed
+                        scaler.update()
+                    scheduler.step()
                 step_losses.append(float(loss.detach()))
                 running, count, step = running + step_losses[-1], count + 1, step + 1
                 advance(f"loss {running / count:.4f}")

@@ -43,6 +43,7 @@ pytestmark = pytest.mark.skipif(not GLUE.is_dir(), reason=f"GLUE data not found 
 FILE, FOLDER, MISSING = "<file>", "<folder>", "<missing>"
 OUT_OF_DOMAIN: dict[str, list[str]] = {
     "task": ["nosuch"], "methods": ["nosuch"], "preset": ["huge"], "pooling": ["max"], "device": ["tpu"],
+    "dtype": ["fp8", "fp16"],  # fp16: CPUs have no fp16 matrix units (these tests run without a GPU)
     "format": ["html"], "model": ["./no/such/model", FILE], "grid": ["nan", "inf", "-1"],
     "threshold": ["-5", "nan", "0"],
     "output_dir": [FILE], "results_dir": [FILE, MISSING], "data_dir": [FILE, MISSING], "plots": [FILE],

@@ -63,7 +63,7 @@ from cee_bench.classification.exits import ExitRule, ScoreAbove
 from cee_bench.classification.fit import FitContext, per_layer_ce, weighted_ce
 from cee_bench.classification.frozen import frozen_states, train_on_states
 from cee_bench.classification.method import CPU_STAGE, SMOKE_STAGE, Method
-from cee_bench.classification.multiexit import MultiExitModel
+from cee_bench.classification.multiexit import MultiExitModel, at_precision
 from cee_bench.classification.policy_diagnostics import EXIT_THRESHOLD, heldout_stats, layers_with, train_figures
 from cee_bench.classification.trace import compute_trace
 from cee_bench.distributed import from_main
@@ -163,7 +163,8 @@ def alpha_per_layer(alpha_depth: float, num_layers: int) -> float:
 
 def policy_logits(policies: nn.ModuleList, pooled: torch.Tensor) -> torch.Tensor:
     """Exit logits [B, L−1] of the L−1 deciding layers from pooled states [B, ≥L−1, H]."""
-    return torch.stack([policy(pooled[:, i]) for i, policy in enumerate(policies)], dim=1)
+    # fp32 whatever the run's dtype: the trajectory log-probabilities and P(exit) > 0.5 are computed from these
+    return torch.stack([policy(pooled[:, i]) for i, policy in enumerate(policies)], dim=1).float()
 
 
 def policy_signals(model: MultiExitModel, layer: int, signals: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -176,14 +177,16 @@ def policy_signals(model: MultiExitModel, layer: int, signals: dict[str, torch.T
 
 
 @torch.no_grad()
+@at_precision
 def policy_exits(model: MultiExitModel, pooled: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
-    """0-based exit layers [N] of the inference rule (first P(exit) > 0.5, computed as `policy_signals` computes it)
-    from pooled states [N, L−1, H]: step 4's decisions, made from the round's eval-mode states."""
+    """0-based exit layers [N] of the inference rule (first P(exit) > 0.5, computed as `policy_signals` computes it,
+    at the model's precision) from pooled states [N, L−1, H]: step 4's decisions, made from the round's eval-mode
+    states."""
     policies = model.extras["policy"]
     exits = []
     for start in range(0, len(pooled), batch_size):
         chunk = pooled[start:start + batch_size].to(model.device)
-        exit_prob = torch.stack([torch.sigmoid(p(chunk[:, i])) for i, p in enumerate(policies)], dim=1)
+        exit_prob = torch.stack([torch.sigmoid(p(chunk[:, i])).float() for i, p in enumerate(policies)], dim=1)
         exits.append(first_exit(exit_prob > EXIT_THRESHOLD).cpu())
     return torch.cat(exits)
 

@@ -94,7 +94,7 @@ class FitContext:
             self.accelerator, self.model, params, loss_fn,
             lambda epoch: self.accelerator.prepare_data_loader(batches(epoch)), stage=stage,
             total=max(1, math.ceil(stage.epochs * per_epoch)), name=name, progress=self.progress,
-            on_epoch_end=on_epoch_end)
+            on_epoch_end=on_epoch_end, precision=self.model.precision)
         self.steps[name] = self.steps.get(name, 0) + len(step_losses)
         for p in self.model.parameters():
             p.requires_grad_(True)

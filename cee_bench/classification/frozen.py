@@ -28,12 +28,14 @@ def frozen_states(model: MultiExitModel, data: Encoded, batch_size: int, extract
                   keep_hidden: bool = False) -> dict[str, torch.Tensor]:
     """`extract(forward output, batch)` for every row of `data`, in its row order: one backbone pass in eval mode
     over length-bucketed batches (`keep_hidden` adds the layers' token states to the output; `extract` must reduce
-    them to one fixed-size value per row)."""
+    them to one fixed-size value per row). Floating results come back as fp32: the values the pass computed at the
+    model's precision, so training on them sees what inference sees."""
     model.eval()
 
     def run(batch: Batch) -> dict[str, torch.Tensor]:
         batch = {k: v.to(model.device) for k, v in batch.items()}
-        return extract(model(batch, keep_hidden=keep_hidden), batch)
+        out = extract(model(batch, keep_hidden=keep_hidden), batch)
+        return {k: v.float() if v.is_floating_point() else v for k, v in out.items()}
 
     return data.map_in_order(run, batch_size)
 

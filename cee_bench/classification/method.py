@@ -18,6 +18,7 @@ from torch import nn
 from cee_bench.classification.exits import ExitRule
 from cee_bench.classification.fit import FitContext
 from cee_bench.classification.multiexit import MultiExitModel, SignalFn
+from cee_bench.precision import DEFAULT_DTYPE
 from cee_bench.tasks import Task
 from cee_bench.training import Stage
 
@@ -113,8 +114,10 @@ def resolve_stages(method: Method, opts: RunOptions) -> dict[str, Stage]:
             for name, stage in method.stages[opts.preset].items()}
 
 
-def build_model(method: Method, encoder: torch.nn.Module, task: Task, pooling: str, seed: int) -> MultiExitModel:
-    """A fresh copy of the pretrained encoder with `method`'s heads and extras, initialised from `seed`."""
+def build_model(method: Method, encoder: torch.nn.Module, task: Task, pooling: str, seed: int,
+                precision: str = DEFAULT_DTYPE) -> MultiExitModel:
+    """A fresh copy of the pretrained encoder with `method`'s heads and extras, initialised from `seed`, computing at
+    `precision` (`cee_bench.precision`: its training stages and every inference pass)."""
     torch.manual_seed(seed)
     backbone = copy.deepcopy(encoder)
     dropout = getattr(backbone.config, "hidden_dropout_prob", 0.1)
@@ -123,4 +126,5 @@ def build_model(method: Method, encoder: torch.nn.Module, task: Task, pooling: s
     extras = method.build_extras(model)
     if extras is not None:
         model.extras = extras
+    model.precision = precision
     return model

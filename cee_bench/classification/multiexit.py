@@ -15,18 +15,32 @@ and by the run (`--pooling`):
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ContextManager, TypeVar
 
 import torch
 from torch import nn
 
 from cee_bench.errors import UserError
+from cee_bench.precision import DEFAULT_DTYPE, autocast
 
 POOLINGS = ("cls", "mean")
 PACKAGED_MODEL = "all-MiniLM-L6-v2"
 
 SignalFn = Callable[["MultiExitModel", int, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def at_precision(fn: F) -> F:
+    """Run `fn(model, ...)` under its model's `inference()` context: each pass through the model (every layer's
+    forward, the full forward, real early exit) computes at the model's precision, opened once per pass."""
+    @functools.wraps(fn)
+    def wrapper(model: "MultiExitModel", *args: Any, **kwargs: Any) -> Any:
+        with model.inference():
+            return fn(model, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def resolve_model(model: str | None) -> tuple[str, str]:
@@ -133,6 +147,11 @@ class MultiExitModel(nn.Module):
         self.signal_fn = signal_fn
         self.num_layers: int = backbone.config.num_hidden_layers
         self.num_labels = num_labels
+        self.precision = DEFAULT_DTYPE  # what inference computes in (`cee_bench.precision`); weights stay fp32
+
+    def inference(self) -> ContextManager[None]:
+        """The context every inference pass over this model runs in: autocast at its `precision` (none for fp32)."""
+        return autocast(self.precision, self.device.type)
 
     @property
     def device(self) -> torch.device:
@@ -162,11 +181,14 @@ class MultiExitModel(nn.Module):
     def layer_signals(self, layer: int, hidden: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
         """Everything an exit rule may look at after 0-based `layer`: logits, pooled vector, method extras."""
         pooled = self.heads.pool(layer, hidden, mask)
-        signals = {"pooled": pooled, "logits": self.heads.classify(layer, pooled)}
+        # fp32 logits and extras whatever the dtype: every exit rule's softmax/entropy/threshold test and every loss
+        # reads them (the pooled vector stays at the model's precision: only modules read it)
+        signals = {"pooled": pooled, "logits": self.heads.classify(layer, pooled).float()}
         if self.signal_fn is not None:
-            signals.update(self.signal_fn(self, layer, signals))
+            signals.update({key: value.float() for key, value in self.signal_fn(self, layer, signals).items()})
         return signals
 
+    @at_precision
     def forward(self, batch: dict[str, torch.Tensor], *, keep_hidden: bool = False) -> dict[str, torch.Tensor]:
         """All layers' signals stacked on dim 1 (`logits`: [B, L, C], `pooled`: [B, L, H], extras: [B, L, ...])."""
         hidden, layer_mask = self.embed(batch)
@@ -182,6 +204,7 @@ class MultiExitModel(nn.Module):
             out["hidden"] = torch.stack(states, dim=1)
         return out
 
+    @at_precision
     def full_forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The plain model: every layer, then only the top head — what early exit is timed against."""
         hidden, layer_mask = self.embed(batch)

@@ -100,7 +100,7 @@ class ClassificationRecipe:
         """A record's `config`: everything of the request that shapes its numbers. Built in one place, for the record
         and for the resume check (`identity`), so the two cannot drift apart."""
         opts = self.opts
-        return {"preset": opts.preset, "pooling": opts.pooling, "device": opts.resolved_device,
+        return {"preset": opts.preset, "pooling": opts.pooling, "device": opts.resolved_device, "dtype": opts.dtype,
                 "model": opts.model or self.backbone, **opts.limits, "eval_batch_size": EVAL_BATCH_SIZE,
                 "stages": {stage: asdict(settings) for stage, settings in self.stages[name].items()}}
 

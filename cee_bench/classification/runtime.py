@@ -15,7 +15,7 @@ import torch
 
 from cee_bench.classification.data import Encoded
 from cee_bench.classification.exits import ExitRule
-from cee_bench.classification.multiexit import MultiExitModel
+from cee_bench.classification.multiexit import MultiExitModel, at_precision
 from cee_bench.progress import Progress
 
 Batch = dict[str, torch.Tensor]
@@ -27,6 +27,7 @@ row_hook: Callable[[int, int], None] | None = None
 
 
 @torch.no_grad()
+@at_precision
 def early_exit(model: MultiExitModel, rule: ExitRule, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     """(predictions, 0-based exit layers) of one batch, computing each row only up to its exit layer: rows that
     exit leave the batch, and the padding is trimmed to the longest row still running."""

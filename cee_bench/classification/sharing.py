@@ -95,10 +95,12 @@ def data_digest(data: Encoded) -> str:
 
 
 def base_identity(task: Task, encoder: torch.nn.Module, data: dict[str, Encoded], *, pooling: str, seed: int,
-                  eval_batch_size: int) -> dict[str, Any]:
-    """What every training of a run shares: task, backbone weights, training and held-out rows, pooling, seed."""
+                  eval_batch_size: int, dtype: str) -> dict[str, Any]:
+    """What every training of a run shares: task, backbone weights, training and held-out rows, pooling, seed and
+    the precision it trains at (bf16 weights are other weights than fp32's)."""
     return {"version": KEY_VERSION, "task": task.name, "num_labels": task.num_labels,
             "backbone": weights_digest(encoder), "pooling": pooling, "seed": seed, "eval_batch_size": eval_batch_size,
+            "dtype": dtype,
             "data": {"train": data_digest(data["train"]), "heldout": data_digest(data["heldout"])}}
 
 
@@ -110,7 +112,7 @@ class MethodTrainer:
         self.method, self.task, self.encoder, self.data, self.stages = method, task, encoder, data, stages
         self.opts, self.progress, self.eval_batch_size = opts, progress, eval_batch_size
         self.root = store_root(opts.output_dir, task.name) if opts.share else None
-        self.base = base_identity(task, encoder, data, pooling=opts.pooling, seed=opts.seed,
+        self.base = base_identity(task, encoder, data, pooling=opts.pooling, seed=opts.seed, dtype=opts.dtype,
                                   eval_batch_size=eval_batch_size)
         self.training: dict[str, Any] = {"store": "off" if self.root is None else
                                          "retrain" if opts.retrain else "reuse",
@@ -199,7 +201,7 @@ class MethodTrainer:
     def run(self) -> Trained:
         """Train (or load) every stage of the method for this run: see the module docstring."""
         method, opts = self.method, self.opts
-        model = build_model(method, self.encoder, self.task, opts.pooling, opts.seed)
+        model = build_model(method, self.encoder, self.task, opts.pooling, opts.seed, opts.dtype)
         log: dict[str, Any] = {}
         meta: dict[str, Any] = {}
         parents: list[str] = []
@@ -211,7 +213,7 @@ class MethodTrainer:
                 self.training["not_shared"][stage_name] = (
                     f"{method.name}'s stage '{stage_name}' differs from {source.name}'s stage '{source_stage}' under "
                     f"the '{opts.preset}' preset ({_differences(settings, theirs)}): trained on its own")
-            source_model = build_model(source, self.encoder, self.task, opts.pooling, opts.seed)
+            source_model = build_model(source, self.encoder, self.task, opts.pooling, opts.seed, opts.dtype)
             key, entry = self.train_or_load(source, source_model, {source_stage: settings}, [], stage_name)
             method.adopt(model, source_model)
             del source_model

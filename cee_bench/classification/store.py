@@ -20,6 +20,7 @@ from torch import nn
 
 from cee_bench.classification.multiexit import MultiExitModel
 from cee_bench.errors import UserError
+from cee_bench.precision import DEFAULT_DTYPE
 from cee_bench.results import atomic_write, write_json
 
 CONFIG = "config.json"
@@ -47,7 +48,8 @@ def save_entry(folder: Path, model: MultiExitModel, *, task: str, method: str, s
     # save_model, not save_file: a shared pooler is one tensor under two names, which save_file refuses
     atomic_write(folder / WEIGHTS, lambda tmp: save_model(model, str(tmp)))
     write_json(folder / CONFIG, {**extra, "task": task, "method": method, "seed": seed, "pooling": pooling,
-                                 "backbone_config": backbone.config.to_dict(), "weights": WEIGHTS})
+                                 "precision": model.precision, "backbone_config": backbone.config.to_dict(),
+                                 "weights": WEIGHTS})
 
 
 def read_entry(folder: Path) -> dict[str, Any] | None:
@@ -91,5 +93,5 @@ def load_model(folder: Path) -> MultiExitModel:
     backbone_config = dict(config["backbone_config"])
     encoder = AutoModel.from_config(AutoConfig.for_model(backbone_config.pop("model_type"), **backbone_config))
     model = build_model(get_method(config["method"]), encoder, get_task(config["task"]), config["pooling"],
-                        config["seed"])
+                        config["seed"], config.get("precision", DEFAULT_DTYPE))
     return load_weights(folder, model).eval()

@@ -23,6 +23,7 @@ from rich.markup import escape
 from cee_bench.errors import UserError
 from cee_bench.generation.tasks import PromptExample, PromptSplits, make_splits
 from cee_bench.options import RunOptions
+from cee_bench.precision import autocast
 from cee_bench.presets import GenerationPreset, generation_preset
 from cee_bench.progress import Progress
 from cee_bench.registry import get_method, method_names, parse_methods
@@ -145,7 +146,8 @@ class GenerationRecipe:
                                      backbone_provenance(opts.model, self.lm, self.backbone, opts.revision))
         self.exit_layers = every_layer(len(self.lm.model.layers), self.cfg.exit_stride)
         self.full_view = MultiExitLM(self.lm, self.exit_layers)
-        self._config = generation_config(self.cfg, self.exit_layers, opts.resolved_device, opts.model, self.backbone)
+        self._config = {**generation_config(self.cfg, self.exit_layers, opts.resolved_device, opts.model,
+                                            self.backbone), "dtype": opts.dtype}
         self.data_summary = {"source": self.splits.source, "eval": len(self.splits.eval),
                              "calibration": len(self.splits.calib), "train": len(self.splits.train),
                              "note": "evaluation = the first examples, calibration = the next ones"}
@@ -154,6 +156,9 @@ class GenerationRecipe:
     def check(opts: RunOptions) -> None:
         """Everything of a generation request that needs no data or model: the preset with the overrides
         (`opts.generation`, δ and ε included) and the methods with their grids (`opts.grids`)."""
+        if opts.dtype == "fp16":
+            raise UserError("--dtype fp16 is not supported for generation tasks (their adapter stages train without "
+                            "loss scaling); use bf16 or fp32")
         opts.generation = generation_preset(opts.preset, max_eval_samples=opts.max_eval_samples,
                                             max_train_samples=opts.max_train_samples, delta=opts.delta,
                                             epsilon=opts.epsilon, greedy=opts.greedy)
@@ -217,6 +222,13 @@ class GenerationRecipe:
                            example_ids=full.eval_prompts.ids, **labels)
 
     def run_method(self, name: str) -> dict[str, Any]:
+        """The method's record, computed at the run's precision (the full model's reference decode too, which the first
+        method computes): autocast over the decoder's passes; the adapter stages train under it through the one
+        training loop, which keeps backward and optimiser steps out of autocast."""
+        with autocast(self.opts.dtype, self.lm.device.type):
+            return self._run_method(name)
+
+    def _run_method(self, name: str) -> dict[str, Any]:
         """Train, decode every candidate on calibration and evaluation prompts, Learn-then-Test, the curve."""
         from cee_bench.generation.evaluation import consistency_risks, decode_speed, decode_split, decode_split_paired
         from cee_bench.ltt import learn_then_test

@@ -8,7 +8,7 @@ measured speed-up) for generation. `build_report` assembles it; each part has it
 - `figure3.py`, `figure5.py`: the figures.
 
 What makes the table one a reviewer can trust (DESIGN.md, "Numbers come with their noise"):
-- records that differ in backbone, preset, pooling, device, data limits or stage settings never share a cell: they
+- records that differ in backbone, preset, pooling, device, dtype, data limits or stage settings never share a cell: they
   land in separate tables (with a one-line warning) or are selected with `--filter`;
 - a cell aggregates the seeds of one (task, method, operating point): mean, seed sd, and a 95% paired-bootstrap
   interval over the dev examples (`cee_bench.intervals`), plus Δ vs the full model with its own paired interval;

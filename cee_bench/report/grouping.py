@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from cee_bench.errors import UserError
+from cee_bench.precision import DEFAULT_DTYPE
 
 OP_LABELS = {"no_loss": "★ no loss", "le1_loss": "≤1% loss", "ltt90_le1": "≤1% loss @90% conf., LTT"}
-TABLE_KEYS = ("backbone", "model", "preset", "pooling", "device")  # one table per combination
+TABLE_KEYS = ("backbone", "model", "preset", "pooling", "device", "dtype")  # one table per combination
 TASK_KEYS = ("max_seq_length", "max_train_samples", "max_eval_samples")  # one value per task within a table
 FILTER_KEYS = (*TABLE_KEYS, *TASK_KEYS, "task", "method", "seed")
 # A generation record's data limits, as its `config` (the resolved preset) names them: the counts the run's
@@ -31,7 +32,7 @@ GENERATION_NOT_SETTINGS = ("name", "device", "model", "torch_threads", *GENERATI
 def record_fields(record: dict[str, Any]) -> dict[str, Any]:
     """The values `--filter` and the grouping look at, flat (a generation record's preset is its config's `name`,
     its data limits the counts of its resolved preset)."""
-    config = record.get("config", {})
+    config = {"dtype": DEFAULT_DTYPE, **record.get("config", {})}  # records from before --dtype ran in fp32
     if record.get("kind") == "generation":
         config = {**config, "preset": config.get("name"),
                   **{key: config.get(name) for key, name in GENERATION_LIMITS.items()}}

@@ -21,8 +21,9 @@ from cee_bench.report.grouping import OP_LABELS, TASK_KEYS, Group, method_order,
 
 METRIC_SHORT = {"f1": "F1", "accuracy": "acc"}
 CSV_COLUMNS = ("kind", "table", "task", "method", "method_display", "operating_point", "label", "backbone", "model",
-               "preset", "pooling", "device", *TASK_KEYS, "split", "selected_on", "metric", "num_layers", "seeds",
-               "seed_list", "threshold", "met", "met_seeds", "fallback_seeds", "converged", "collapsed", "score", "score_mean",
+               "preset", "pooling", "device", "dtype", *TASK_KEYS, "split", "selected_on", "metric", "num_layers",
+               "seeds", "seed_list", "threshold", "met", "met_seeds", "fallback_seeds", "converged", "collapsed",
+               "score", "score_mean",
                "score_sd", "score_ci_low", "score_ci_high", "saved_layers", "saved_layers_sd", "saved_layers_ci_low",
                "saved_layers_ci_high", "delta_vs_full", "delta_ci_low", "delta_ci_high", "within_noise",
                "bootstrap_resamples", "interval_note", "mean_exit_layer", "layer_speedup", "speedup_wall_b1",
@@ -181,7 +182,7 @@ def _title(group: Group, cells: list[dict[str, Any]]) -> str:
     splits = ", ".join(sorted({str(c["split"]) for c in cells}))
     chosen = ", ".join(sorted({str(c["selected_on"]) for c in cells}))
     return (f"Table 3 mirror — {f['backbone']}{model}, preset {f['preset']}, pooling {f['pooling']}, device "
-            f"{f['device']}; {seed_text}; scores on {splits}, operating points chosen on {chosen}")
+            f"{f['device']}, dtype {f['dtype']}; {seed_text}; scores on {splits}, operating points chosen on {chosen}")
 
 
 def _notes(group: Group, cells: list[dict[str, Any]], common: list[str], rows: list) -> list[str]:
@@ -281,8 +282,8 @@ def _generation_title(rows: list[dict[str, Any]]) -> str:
     seeds = sorted({s for r in rows for s in str(r.get("seed_list", "")).split(";") if s}, key=lambda s: (len(s), s))
     counts = sorted({r.get("seeds", 1) for r in rows})
     seed_text = f"{counts[0]}{'–' + str(counts[-1]) if len(counts) > 1 else ''} seed(s) ({', '.join(seeds)})"
-    return (f"Generation — {first.get('backbone')}{model}, preset {first.get('preset')}, device {first.get('device')}; "
-            f"{seed_text}; quality vs measured speed-up (named operating points)")
+    return (f"Generation — {first.get('backbone')}{model}, preset {first.get('preset')}, device {first.get('device')}, "
+            f"dtype {first.get('dtype', 'fp32')}; {seed_text}; quality vs measured speed-up (named operating points)")
 
 
 def _generation_notes(rows: list[dict[str, Any]]) -> list[str]:

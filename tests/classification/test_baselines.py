@@ -19,6 +19,7 @@ from cee_bench.classification.multiexit import MultiExitModel
 from cee_bench.classification.runtime import predict
 from cee_bench.classification.trace import compute_trace
 from cee_bench.errors import UserError
+from cee_bench.precision import cpu_bf16_native
 from cee_bench.progress import Progress
 from cee_bench.registry import METHOD_MODULES, get_method
 from cee_bench.training import Stage
@@ -247,10 +248,16 @@ def test_consecutive_confident_rule() -> None:
 
 # ------------------------------------------------------------------------------------ batched = batch-1 = simulated
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("name", METHODS)
-def test_batched_equals_batch_one_and_trace(name: str, encoder: torch.nn.Module) -> None:
+def test_batched_equals_batch_one_and_trace(name: str, precision: str, encoder: torch.nn.Module) -> None:
+    """At every precision: under bf16 the trace, batch 1 and batch 7 run other matrix shapes, and must still decide
+    alike (the exit heads' fp32 logits, and bf16 matmuls that do not depend on the batch's other rows)."""
+    if precision == "bf16" and not cpu_bf16_native():
+        pytest.skip("this CPU has no native bf16")
     method = get_method(name)
     model = make_model(name, encoder, seed=3).eval()
+    model.precision = precision
     with torch.no_grad():  # spread the heads so decisions vary across the grid
         for classifier in model.heads.classifiers:
             classifier.weight.mul_(20)

@@ -162,14 +162,14 @@ def test_a_kill_during_consistentees_second_round_resumes_at_that_round(tiny_enc
     assert stored == sorted({resumed.stage_keys["init"], *resumed.model_store["files"].values()})
 
 
-@pytest.mark.parametrize("change", ["seed", "pooling", "data", "stage", "backbone"])
+@pytest.mark.parametrize("change", ["seed", "pooling", "data", "stage", "backbone", "dtype"])
 def test_every_part_of_a_training_identity_changes_its_key(tiny_encoder, change) -> None:
-    def key(seed=42, pooling="cls", data=DATA, lr=1e-4, encoder=tiny_encoder) -> str:
-        base = base_identity(TASK, encoder, data, pooling=pooling, seed=seed, eval_batch_size=16)
+    def key(seed=42, pooling="cls", data=DATA, lr=1e-4, encoder=tiny_encoder, dtype="fp32") -> str:
+        base = base_identity(TASK, encoder, data, pooling=pooling, seed=seed, eval_batch_size=16, dtype=dtype)
         return training_key({**base, "recipe": "full", "parents": [], "stages": {"train": {"lr": lr}}})
 
     other = {"seed": {"seed": 43}, "pooling": {"pooling": "mean"}, "data": {"data": {**DATA, "train": rows(32, 9)}},
-             "stage": {"lr": 2e-4}}
+             "stage": {"lr": 2e-4}, "dtype": {"dtype": "bf16"}}
     if change == "backbone":
         import copy
 
