@@ -14,6 +14,7 @@ from cee_bench.classification.exits import simulate
 from cee_bench.classification.runtime import predict
 from cee_bench.classification.trace import Trace, compute_trace
 from cee_bench.errors import UserError
+from cee_bench.precision import cpu_bf16_native
 from test_consistentee import L, fit_context, params_of, same, tiny_data, tiny_model
 
 # --- the estimators ------------------------------------------------------------------------------------------------
@@ -207,15 +208,19 @@ def test_the_heldout_grid_is_chosen_after_step_1_and_recorded() -> None:
 
 # --- step 4 decides as inference does ---------------------------------------------------------------------------------
 
-def test_step_4_exits_are_the_inference_rules_on_eval_mode_states() -> None:
-    """The exits step 4 trains at are the ones real inference takes on the training rows (eval mode, no dropout),
-    and step 4 trains only the classifiers of those layers."""
+@pytest.mark.parametrize("precision", ["fp32", pytest.param("bf16", marks=pytest.mark.skipif(
+    not cpu_bf16_native(), reason="this CPU has no native bf16 (AVX-512 BF16 / AMX)"))])
+def test_step_4_exits_are_the_inference_rules_on_eval_mode_states(precision: str) -> None:
+    """The exits step 4 trains at are the ones real inference takes on the training rows (eval mode, no dropout, the
+    model's precision), and step 4 trains only the classifiers of those layers."""
     model = tiny_model()
+    model.precision = precision
     ctx = fit_context(model)
     policies = model.extras["policy"]
     states = cee.collect_states(model, ctx.train, 16)
-    with torch.no_grad():  # centre each policy so rows exit at different layers
+    with torch.no_grad():  # spread and centre each policy's logits so rows exit at different layers
         for layer, policy in enumerate(policies):
+            policy.net[2].weight *= 100
             policy.net[2].bias -= torch.quantile(policy(states.pooled[:, layer]), 0.5)
     exits = cee.policy_exits(model, states.pooled)
     trace = compute_trace(model, ctx.train, split="train", batch_size=7)
