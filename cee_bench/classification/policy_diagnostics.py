@@ -3,8 +3,9 @@ held-out rows exit, how decided the policy is at each layer, how good each layer
 onto a constant predictor.
 
 A *collapsed* model sends ≥ `COLLAPSE_SHARE` of the held-out rows to one layer and scores within noise of a constant
-predictor there: the paired-bootstrap 95% interval (`cee_bench.intervals`) of its held-out main score minus the best
-constant predictor's (majority class for accuracy; all-positive for F1) does not lie above 0. Such a round can repeat
+predictor there: it predicts one class on ≥ `COLLAPSE_SHARE` of the rows, or the paired-bootstrap 95% interval
+(`cee_bench.intervals`) of its held-out main score minus the best constant predictor's (majority class for accuracy;
+all-positive for F1) does not lie above 0 — the test issue 19 applies to degenerate tasks. Such a round can repeat
 itself exactly and so pass the convergence test; the record calls it collapsed instead of converged.
 """
 
@@ -35,16 +36,17 @@ def constant_score(labels: np.ndarray, metric: str, num_labels: int) -> tuple[in
 
 
 def above_constant(preds: np.ndarray, labels: np.ndarray, metric: str, num_labels: int) -> list[bool]:
-    """For each row of `preds` ([P, N]): is its score above the best constant predictor's beyond noise, i.e. is the
-    lower end of the paired-bootstrap 95% interval of (score − constant score) above 0?"""
-    labels = np.asarray(labels)
+    """For each row of `preds` ([P, N]): is it more than a constant predictor beyond noise, i.e. does it predict no
+    class on ≥ `COLLAPSE_SHARE` of the rows, and is the lower end of the paired-bootstrap 95% interval of
+    (score − best constant score) above 0?"""
+    preds, labels = np.asarray(preds), np.asarray(labels)
     if len(labels) == 0:
         return [False] * len(preds)
     best, _ = constant_score(labels, metric, num_labels)
     boot = PairedBootstrap(f"constant:{metric}", len(labels), RESAMPLES)
-    both = np.concatenate([np.asarray(preds), np.full((1, len(labels)), best)])
-    samples = metric_samples(boot, metric, both, labels)
-    return [interval(samples[i] - samples[-1])[0] > 0 for i in range(len(preds))]
+    samples = metric_samples(boot, metric, np.concatenate([preds, np.full((1, len(labels)), best)]), labels)
+    one_class = [np.bincount(row, minlength=num_labels).max() >= COLLAPSE_SHARE * len(labels) for row in preds]
+    return [not one_class[i] and interval(samples[i] - samples[-1])[0] > 0 for i in range(len(preds))]
 
 
 def exit_layers(signals: dict[str, torch.Tensor]) -> torch.Tensor:

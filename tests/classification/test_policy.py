@@ -158,6 +158,10 @@ def test_a_model_at_one_layer_scoring_like_the_majority_class_is_collapsed() -> 
     # the majority class, spread over layers: not collapsed either (no layer holds 95%)
     spread = diag.heldout_stats(trace_of(rng.integers(0, 3, 400), majority, labels), "accuracy")
     assert not spread["collapsed"]
+    # almost the majority class (98% of rows), a little better on the rest: still a constant predictor
+    nearly = majority.copy()
+    nearly[np.flatnonzero(labels == 0)[:8]] = 0
+    assert diag.heldout_stats(trace_of(np.zeros(400, dtype=int), nearly, labels), "accuracy")["collapsed"]
     # F1: the all-positive predictor is the constant to beat
     f1 = diag.heldout_stats(trace_of(np.full(400, 2), majority, labels), "f1")
     assert f1["collapsed"] and f1["constant_score"] == pytest.approx(2 * labels.mean() / (1 + labels.mean()))
