@@ -189,11 +189,11 @@ def plot(summary: dict[str, Any], out: Path) -> list[Path]:
                     points = sorted(curve["curve"])
                     if method == "consistentee-pi":
                         ax.scatter([100 * x for x, _, _ in points], [100 * y for _, y, _ in points], s=9,
-                                   color="tab:orange", alpha=0.7, zorder=3, label=CURVES[method])
+                                   color="tab:orange", alpha=0.6, zorder=2, label=CURVES[method])
                         continue
                     style, colour = styles[method]
                     ax.plot([100 * x for x, _, _ in points], [100 * y for _, y, _ in points], style, ms=4,
-                            color=colour, label=CURVES[method])
+                            color=colour, zorder=3 if method == "consistentee" else 1, label=CURVES[method])
                 ax.axhline(100 * figure["full_dev"], color="black", lw=1, label="full model")
                 ax.axhline(99 * figure["full_dev"], color="black", lw=0.8, ls=":", label="99% of full")
                 ax.set(title=f"{estimator}, seed {seed}", xlabel="saved layers (%, dev)",
