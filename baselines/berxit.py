@@ -1,4 +1,4 @@
-"""BERxiT (Xin et al., EACL 2021), METHODS.md §5, with its learning-to-exit routine (`alternate-lte`).
+"""BERxiT (Xin et al., EACL 2021), docs/METHODS.md §5, with its learning-to-exit routine (`alternate-lte`).
 
 Heads: DeeBERT's highways (a pooler per layer initialised from the pretrained pooler, dropout, `Linear(H, C)`; the
 top layer's head is the final classifier) plus one learning-to-exit (LTE) module shared by every layer,

@@ -1,6 +1,6 @@
 """CALM (Schuster et al., NeurIPS 2022) for decoder-only LMs: confidence measures, decaying threshold, meta classifier.
 
-Follows METHODS.md §8, adapted from T5's decoder to a Llama decoder:
+Follows docs/METHODS.md §8, adapted from T5's decoder to a Llama decoder:
 - exits use the model's final norm + the *shared* LM head (no per-layer heads, §8.1);
 - the three confidence measures of §8.3: softmax top-1 minus top-2 ("softmax"), cosine similarity of the
   current and previous exit's states ("state"; the first exit is never taken), and the early-exit classifier
@@ -168,15 +168,24 @@ class Calm(GenerationMethod):
         from cee_bench.generation.training import per_exit_outputs
 
         preset = ctx.preset
-        view = ctx.anytime[0] if self.exits == "anytime" else MultiExitLM(ctx.lm, ctx.exit_layers)
+        view = ctx.anytime if self.exits == "anytime" else MultiExitLM(ctx.lm, ctx.exit_layers)
         meta, info = None, {}
         if self.measure == "meta":
-            _, argmax = per_exit_outputs(view, ctx.states)
-            labels = consistency_labels(argmax)
-            states = ctx.states.states[list(view.exit_layers[:-1])]
-            meta = train_meta_classifier(states, labels, steps=preset.meta_steps, lr=preset.meta_lr, seed=ctx.seed,
-                                         progress=ctx.progress)
-            info["meta_positive_rate"] = float(labels.float().mean())
+            meta = MetaClassifier(ctx.hidden_size)
+
+            def train() -> dict[str, Any]:
+                _, argmax = per_exit_outputs(view, ctx.states)
+                labels = consistency_labels(argmax)
+                states = ctx.states.states[list(view.exit_layers[:-1])]
+                trained = train_meta_classifier(states, labels, steps=preset.meta_steps, lr=preset.meta_lr,
+                                                seed=ctx.seed, progress=ctx.progress)
+                meta.load_state_dict(trained.state_dict())
+                return {"meta_positive_rate": float(labels.float().mean()), "training_positions": ctx.states.size}
+
+            settings = {"meta_steps": preset.meta_steps, "meta_lr": preset.meta_lr, "exits": self.exits,
+                        **(ctx.anytime_settings if self.exits == "anytime" else {})}
+            info.update(ctx.obtain("calm-meta", settings, {"meta": meta}, train))
+            meta.eval()
         rules = [CalmRule(self.measure, t, preset.max_new_tokens, preset.tau, preset.decay[self.measure], meta=meta)
                  for t in grid]
         return [Candidate({"threshold": r.threshold}, view, r) for r in rules], info

@@ -1,4 +1,4 @@
-"""DeeBERT (Xin et al., ACL 2020), METHODS.md §3.
+"""DeeBERT (Xin et al., ACL 2020), docs/METHODS.md §3.
 
 Heads: a "highway" per layer — its own pooler (initialised as a copy of the pretrained pooler, `pooler="per_layer"`),
 dropout and `Linear(H, C)`; the top layer's head plays the final classifier.

@@ -1,11 +1,11 @@
-"""PABEE, "BERT Loses Patience" (Zhou et al., NeurIPS 2020), METHODS.md §4.
+"""PABEE, "BERT Loses Patience" (Zhou et al., NeurIPS 2020), docs/METHODS.md §4.
 
 Heads: the backbone's shared pooler, dropout and a `Linear(H, C)` per layer. Training: one joint stage on
 Σ_i i·CE_i / Σ_i i with every parameter trainable. Exit: once t consecutive layers agree with the layer before
 (argmax), return the current layer's logits; t = 0 is the full model. Grid: every patience 0..L-1.
 Paper hyperparameters: lr 2e-5, batch 32, 5 epochs, max length 128.
 Deviation: checkpoint choice — the reference evaluates every checkpoint on dev and keeps the best; we keep the final
-checkpoint and choose the operating point on held-out training data (METHODS.md §0.5).
+checkpoint and choose the operating point on held-out training data (docs/METHODS.md §0.5).
 """
 
 from __future__ import annotations

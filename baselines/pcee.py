@@ -1,4 +1,4 @@
-"""PCEE-BERT, "Patient and Confident Early Exiting" (Zhang et al., NAACL-Findings 2022), METHODS.md §7.
+"""PCEE-BERT, "Patient and Confident Early Exiting" (Zhang et al., NAACL-Findings 2022), docs/METHODS.md §7.
 
 PABEE's model and training (the reference is a fork of PABEE's code: V0 = PABEE), so this class extends `Pabee` and
 changes only the exit rule, its grid and the hyperparameters; its one stage is PABEE's training (`shares`), trained

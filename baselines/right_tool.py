@@ -1,4 +1,4 @@
-"""Right-Tool / Sledgehammer (Schwartz et al., ACL 2020), METHODS.md §6.
+"""Right-Tool / Sledgehammer (Schwartz et al., ACL 2020), docs/METHODS.md §6.
 
 Heads: an exit at every layer of the backbone (6 for all-MiniLM-L6-v2; the paper picks a subset, e.g. 0/4/12/23 of
 BERT-large, to bound the cost of its heavier exits — ours cost one pooler and one `Linear(H, C)` each, so every layer

@@ -13,10 +13,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
-    """pytest-benchmark's machine record, plus what the timings also depend on: torch, and the GPU when timed on one
-    (`cee-bench bench` keys each saved run by this record)."""
+    """pytest-benchmark's machine record, plus what the timings also depend on: torch and transformers (the gate
+    names a change of either), and the GPU when timed on one (`cee-bench bench` keys each saved run by this record)."""
     import torch
+    import transformers
 
     machine_info["torch"] = torch.__version__
+    machine_info["transformers"] = transformers.__version__
     if config.getoption("--bench-device") == "cuda":
         machine_info["gpu"] = torch.cuda.get_device_name(0)

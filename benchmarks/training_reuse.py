@@ -25,9 +25,9 @@ from typing import Any
 
 import torch
 
-from cee_bench.classification.store import read_entry, store_root
 from cee_bench.options import RunOptions
 from cee_bench.runner import run
+from cee_bench.store import read_entry, store_root
 
 ROOT = Path(__file__).resolve().parents[1]
 GLUE = ROOT.parent / "shared" / "data" / "glue"

@@ -81,11 +81,18 @@ def run(
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code",
                                            help="Allow code from the model's folder or hub repo to run."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars (CI logs)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (jobs, what they wait for, what is done, "
+                                                          "estimated cost) and stop."),
+    launcher: Optional[str] = typer.Option(None, help="Fan the request out as one job per task, method and seed: "
+                                                      "'local' (processes here) or 'submitit' (SLURM; settings in "
+                                                      "the config file's `submitit:`). See docs/cluster.md."),
+    jobs: Optional[int] = typer.Option(None, help="With --launcher: jobs running at once (local default: one per "
+                                                  "core; submitit: all)."),
 ) -> None:
     """Train and evaluate methods on one task; one JSON record per (task, method, seed)."""
     from cee_bench import runner
     from cee_bench.distributed import is_main
-    from cee_bench.run_config import option_types, plan_runs
+    from cee_bench.run_config import option_types, plan_runs, submitit_settings
 
     params = dict(ctx.params)
     if config is None:
@@ -100,9 +107,32 @@ def run(
     options = [_options(values) for values in runs]
     for opts in options:  # every run is checked before the first one starts
         runner.check_options(opts)
+    fanned = {(values["dry_run"], values["launcher"], values["jobs"]) for values in runs}
+    if len(fanned) > 1:
+        raise UserError("dry_run, launcher and jobs apply to the whole request: give them once, not per run")
+    dry_run, launcher, jobs = fanned.pop()
+    if dry_run or launcher is not None or jobs is not None or config is not None and submitit_settings(config):
+        from cee_bench.sweep import sweep
+
+        code = sweep(options, launcher=launcher, jobs=jobs, dry_run=dry_run, console=console,
+                     settings=submitit_settings(config) if config is not None else {})
+        raise typer.Exit(code)
     paths = [path for opts in options for path in runner.run(opts)]
     if is_main():
-        console.print(f"{len(paths)} result file(s) under {', '.join(sorted({str(v['output_dir']) for v in runs}))}")
+        _say(f"{len(paths)} result file(s) under {', '.join(sorted({str(v['output_dir']) for v in runs}))}")
+        _say_degenerate(paths)
+
+
+def _say_degenerate(paths: list[Path]) -> None:
+    """At the end of a run, the tasks whose full model came out a constant predictor: every early-exit number there
+    is a constant predictor's (the report flags them too and leaves them out of its averages)."""
+    import json
+
+    from cee_bench.report import degenerate_tasks
+
+    records = [json.loads(p.read_text()) for p in paths if p.exists()]
+    for task, why in degenerate_tasks([r for r in records if r.get("kind") == "classification"], resamples=200):
+        _say(f"{task}: {why}")
 
 
 def _checked(values: dict, given: set[str]) -> dict:
@@ -146,48 +176,105 @@ def _options(values: dict) -> RunOptions:
 @app.command()
 def report(
     results_dir: Path = typer.Option(Path("results"), help="Folder of result records."),
-    format: str = typer.Option("table", help="table, csv or markdown."),
+    format: str = typer.Option("table", help="table, csv, markdown, html (one self-contained page with the figures) "
+                                             "or json."),
+    output: Optional[Path] = typer.Option(None, help="Write the report to this file instead of stdout."),
     plots: Optional[Path] = typer.Option(None, help="Write accuracy-vs-saved-layers PNGs into this folder."),
     filters: Optional[list[str]] = typer.Option(None, "--filter", help="Keep records with KEY=VALUE (repeatable); "
                                                "keys: backbone, model, preset, pooling, device, dtype, max_seq_length, "
                                                "max_train_samples, max_eval_samples, task, method, seed."),
-    bootstrap: str = typer.Option("1000", help="Paired-bootstrap resamples for the 95% intervals."),
+    bootstrap: str = typer.Option("1000", help="Two-level paired-bootstrap resamples for the 95% intervals."),
+    verdict: Optional[str] = typer.Option(None, help="Only the verdict: 'all', or the methods to put against the "
+                                                     "baselines (comma-separated), in the chosen format."),
+    strict: bool = typer.Option(False, "--strict", help="Stop (exit 2) at a results file that cannot be read, "
+                                                        "instead of skipping it with a warning."),
 ) -> None:
-    """Print the Table 3 mirror of the stored results (and the generation table): seeds aggregated, 95%
-    paired-bootstrap intervals, Δ vs the full model; records with different settings in separate tables."""
-    from cee_bench.report import build_report, figure3, figure5, tables
+    """Print the Table 3 mirror of the stored results (and the generation table) and the verdict: seeds aggregated,
+    95% two-level paired-bootstrap intervals (seeds and examples), Δ vs the full model and vs each method's own top
+    layer, degenerate tasks flagged; method against method as yes / no / inconclusive; records with different
+    settings or code in separate tables. The report goes to stdout (or --output); warnings and the figures' file
+    names go to stderr."""
+    from cee_bench.report import build_report, figure3, figure5, render, verdict_methods
     from cee_bench.report.grouping import filter_records
     from cee_bench.results import load_results
 
-    if format not in ("table", "csv", "markdown"):
-        raise UserError(f"unknown format '{format}'; choose table, csv or markdown")
-    if not bootstrap.strip().isdigit() or int(bootstrap) < 1:
-        raise UserError(f"--bootstrap must be a positive integer, got '{bootstrap}'")
+    resamples = _report_flags(format, bootstrap, output)
     if plots is not None:
         check_folder(plots, "plots folder", must_exist=False)
-    records = load_results(results_dir)
+    records = load_results(results_dir, strict=strict, warn=_say)
     if not records:
         raise UserError(f"no result records under {results_dir}; run `cee-bench run` first")
     records = filter_records(records, filters or [])
     if not records:
         raise UserError(f"no result records under {results_dir} match --filter {' '.join(filters or [])}")
-    built = build_report(records, int(bootstrap))
+    built = build_report(records, resamples)
     for warning in built.warnings:
-        Console(stderr=True).print(warning, markup=False, highlight=False, soft_wrap=True)
-    if format == "csv":
-        sys.stdout.write(tables.to_csv(built.rows + [row for rows in built.generation for row in rows]))
-    elif format == "markdown":
-        sections = ([tables.markdown(built)] if built.groups else []) + [
-            tables.generation_markdown(rows) for rows in built.generation]
-        sys.stdout.write("\n".join(sections))
-    else:
-        for table in tables.rich_tables(built):
-            console.print(table)
-        for rows in built.generation:
-            console.print(tables.generation_rich_table(rows))
+        _say(warning)
+    chosen = verdict_methods(built, verdict) if verdict is not None else None
+    _emit(render(built, records, format, terminal=output is None and sys.stdout.isatty(), verdict=chosen), output)
     if plots is not None:
         for path in [*figure3.plot_curves(built, plots), *figure5.plot_generation(records, plots)]:
-            console.print(f"wrote {path}")
+            _say(f"wrote {path}")
+
+
+@app.command()
+def compare(
+    a: Path = typer.Argument(..., help="The first results folder (the 'before', e.g. CPU or fp32)."),
+    b: Path = typer.Argument(..., help="The second results folder (the 'after', e.g. GPU or bf16)."),
+    format: str = typer.Option("table", help="table, csv, markdown, html or json."),
+    output: Optional[Path] = typer.Option(None, help="Write the comparison to this file instead of stdout."),
+    filters: Optional[list[str]] = typer.Option(None, "--filter", help="Keep records with KEY=VALUE on both sides "
+                                               "(repeatable; the keys of `report --filter`)."),
+    bootstrap: str = typer.Option("1000", help="Paired-bootstrap resamples for the 95% intervals."),
+) -> None:
+    """The same cells of two result folders side by side: B − A of score and saved layers with paired-bootstrap
+    intervals on the same examples, and B ÷ A of the measured speed-up; records that cannot be paired are named."""
+    from cee_bench.report.compare import compare_folders, render_comparison
+    from cee_bench.report.grouping import filter_records
+    from cee_bench.results import load_results
+
+    resamples = _report_flags(format, bootstrap, output)
+    sides = []
+    for folder in (a, b):
+        records = filter_records(load_results(folder), filters or [])
+        if not records:
+            raise UserError(f"no result records under {folder}" + (f" match --filter {' '.join(filters)}"
+                                                                   if filters else ""))
+        sides.append(records)
+    comparison = compare_folders(sides[0], sides[1], resamples, names=(str(a), str(b)))
+    for line in comparison.unpaired:
+        _say(line)
+    _emit(render_comparison(comparison, format, terminal=output is None and sys.stdout.isatty()), output)
+
+
+def _report_flags(format: str, bootstrap: str, output: Optional[Path]) -> int:
+    """The flags `report` and `compare` share, checked before any record is read: the number of resamples."""
+    from cee_bench.report import FORMATS
+    from cee_bench.validation import check_output_file
+
+    if format not in FORMATS:
+        raise UserError(f"unknown format '{format}'; choose {', '.join(FORMATS[:-1])} or {FORMATS[-1]}")
+    if not bootstrap.strip().isdigit() or int(bootstrap) < 1:
+        raise UserError(f"--bootstrap must be a positive integer, got '{bootstrap}'")
+    if output is not None:
+        check_output_file(output, "--output")
+    return int(bootstrap)
+
+
+def _emit(text: str, output: Optional[Path]) -> None:
+    """Data to `output` (written whole or not at all) or to stdout; the one line saying where it went to stderr."""
+    from cee_bench.results import atomic_write
+
+    if output is None:
+        sys.stdout.write(text)
+        return
+    atomic_write(output, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    _say(f"wrote {output}")
+
+
+def _say(line: str) -> None:
+    """A message, never data: to stderr, as one line however long."""
+    Console(stderr=True).print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command("list")
@@ -250,6 +337,32 @@ def list_() -> None:
     console.print(f"--dtype: {', '.join(DTYPES)} (default {DEFAULT_DTYPE}); this machine runs natively: "
                   + "; ".join(f"{d} {', '.join(supported(d))}" for d in devices))
 
+
+data_app = typer.Typer(help="Get data sets for offline runs.")
+
+
+@data_app.command("glue")
+def data_glue(
+    to: Path = typer.Option(..., help="Folder to write GLUE's layout into (<DIR>/RTE/train.tsv, ...)."),
+    tasks: str = typer.Option(",".join(("rte", "mrpc", "sst2")), help="Comma-separated GLUE tasks, or 'all'."),
+    force: bool = typer.Option(False, "--force", help="Write over task files that exist."),
+) -> None:
+    """Copy GLUE tasks from the hub (nyu-mll/glue) into a folder in GLUE's TSV layout, for `run --data-dir DIR`
+    later, offline."""
+    from cee_bench.classification import glue_copy
+
+    chosen = glue_copy.parse_tasks(tasks)
+    glue_copy.check_targets(chosen, to, force)
+    for task in chosen:
+        written, replaced = glue_copy.copy_task(task, to)
+        for path, rows in written:
+            _say(f"wrote {path} ({rows} rows)")
+        if replaced:
+            _say(f"{task.name}: {replaced} tab(s) or line break(s) inside texts written as spaces")
+    _say(f"run offline with: cee-bench run --data-dir {to} ...")
+
+
+app.add_typer(data_app, name="data")
 
 from cee_bench.classification.analysis import analyze_app  # noqa: E402  (torch is imported inside its commands)
 from cee_bench.gate.command import bench_command  # noqa: E402  (typer and rich only: --help stays instant)

@@ -1,5 +1,5 @@
-"""Learn-then-Test calibration of a global exit threshold (CALM, METHODS.md §8.6): statistics both kinds use, so it
-lives in the shell.
+"""Learn-then-Test calibration of a global exit threshold (CALM, docs/METHODS.md §8.6): statistics both kinds use, so
+it lives in the shell.
 
 Generic over methods: give candidates ordered from the most conservative to the most aggressive, and for each the
 per-example risk D ∈ [0, 1] on calibration data (generation: 1 − ROUGE-L against the full model's output, *textual

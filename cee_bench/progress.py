@@ -44,3 +44,8 @@ class Progress:
     def log(self, message: str) -> None:
         if not self.quiet_mode:
             self.console.print(message)
+
+    def warn(self, message: str) -> None:
+        """A line the user must see even with `--quiet` (something on disk was damaged and set aside)."""
+        if is_main():
+            self.console.print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True)

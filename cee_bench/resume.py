@@ -4,31 +4,36 @@ The file name says (task, method, seed) and nothing more; two runs with a differ
 source or grid land on the same name. So before anything is trained, the fields that define a record's numbers are
 compared with what this run would store, and a mismatch stops the run with the fields that differ, rather than
 presenting another configuration's numbers as this run's. Values are compared as JSON, the form they are stored in.
+A record that cannot be read (cut short by a crash or a copy) is computed again, after one line naming it; one from a
+newer cee-bench stops the run, since this version could only misread it.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from cee_bench.errors import UserError
+from cee_bench.results import NewerRecord, UnreadableRecord, clear_debris, jsonable, read_record, set_aside
 
 _SHOWN = 4  # differing fields named in the message; the rest are counted
 
 
 def reusable(path: Path, wanted: Mapping[str, Any], *, force: bool) -> bool:
-    """True when `path` holds a record matching `wanted` (so it is reused); False when there is none or `force` asks
-    to recompute it. `wanted` maps dotted record paths (`config`, `data.source`, ...) to this run's values; any
-    difference is a `UserError` naming the fields."""
+    """True when `path` holds a record matching `wanted` (so it is reused); False when there is none, when it cannot
+    be read (`replace_damaged` names it before it is recomputed) or when `force` asks to recompute it. `wanted` maps
+    dotted record paths (`config`, `data.source`, ...) to this run's values; any difference is a `UserError` naming
+    the fields, and so is a record of a newer cee-bench (this version could only misread it)."""
     if force or not path.exists():
         return False
     try:
-        record = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"cannot read results file {path} ({type(exc).__name__}); remove it or pass --force") from None
-    if not isinstance(record, dict):
-        raise UserError(f"not a cee-bench results file: {path}; remove it or pass --force")
+        record = read_record(path)
+    except UnreadableRecord:
+        return False
+    except NewerRecord as exc:
+        raise UserError(f"{exc}: upgrade cee-bench to reuse it, pass --force to recompute it with this version, or "
+                        "choose another --output-dir") from None
     differing = differences(_flatten(_as_json(dict(wanted))), _flatten({k: _lookup(record, k) for k in wanted}))
     if differing:
         shown = ", ".join(f"{key} (stored {stored}, requested {asked})" for key, asked, stored in differing[:_SHOWN])
@@ -36,6 +41,19 @@ def reusable(path: Path, wanted: Mapping[str, Any], *, force: bool) -> bool:
         raise UserError(f"{path} was produced by another configuration: {shown}{more}; pass --force to recompute "
                         "it or choose another --output-dir")
     return True
+
+
+def replace_damaged(path: Path, warn: Callable[[str], None]) -> None:
+    """Before the record at `path` is computed (its lock held): what interrupted writes left beside it goes, and a
+    file there that is not a readable record of this version is set aside (`results.set_aside`) with one line, never
+    overwritten in silence."""
+    clear_debris(path)
+    if not path.exists():
+        return
+    try:
+        read_record(path)
+    except (UnreadableRecord, NewerRecord) as exc:
+        warn(f"{exc}: set aside as {set_aside(path).name}, computing the record again")
 
 
 def differences(wanted: dict[str, Any], stored: dict[str, Any]) -> list[tuple[str, Any, Any]]:
@@ -48,8 +66,6 @@ _MISSING = object()
 
 
 def _as_json(value: Any) -> Any:
-    from cee_bench.results import jsonable
-
     return json.loads(json.dumps(value, default=jsonable))
 
 

@@ -4,7 +4,8 @@ committed file (`configs/reference.yaml`) instead of a list of commands in a REA
 The file is a mapping of `run` option names (`max_train_samples` or `max-train-samples`) to values, plus:
 - `grids`: method name → grid, one per method (`--grid` stays the grid of a run's one method);
 - `seeds`: a list of integers (or "42,43,44");
-- `runs`: a list of mappings, one run each, whose keys override the shared ones (e.g. a task and its data limits).
+- `runs`: a list of mappings, one run each, whose keys override the shared ones (e.g. a task and its data limits);
+- `submitit`: the settings of `--launcher submitit` (`submitit_settings`, docs/cluster.md).
 
 Precedence: an option given on the command line overrides the file (and every entry of `runs`), the file overrides
 environment variables and defaults. A `--task` on the command line keeps only the file's runs of that task. `--seed`
@@ -21,7 +22,7 @@ from typing import Any, Callable, Iterable
 from cee_bench.errors import UserError
 
 LIST_KEYS = ("grid", "methods", "seeds")  # given as YAML lists or as the command line's comma-separated strings
-FILE_ONLY = ("grids", "runs")
+FILE_ONLY = ("grids", "runs", "submitit")
 
 
 def read_config(path: Path) -> dict[str, Any]:
@@ -80,6 +81,15 @@ def convert(path: Path, key: str, value: Any, kind: type) -> Any:
     return value
 
 
+def submitit_settings(path: Path) -> dict[str, Any]:
+    """The file's `submitit:` mapping: submitit's executor settings (`cluster`, `timeout_min`, `gpus_per_node`,
+    `slurm_partition`, ...), checked by submitit itself when the launcher starts."""
+    settings = read_config(path).get("submitit") or {}
+    if not isinstance(settings, dict):
+        raise UserError(f"config file {path}: `submitit` must be a mapping of submitit settings")
+    return {str(key): value for key, value in settings.items()}
+
+
 def plan_runs(path: Path, params: dict[str, Any], explicit: set[str],
               types: dict[str, type] | None = None) -> list[dict[str, Any]]:
     """The option sets of every run the file asks for: `params` are the command's parsed options (defaults
@@ -92,6 +102,7 @@ def plan_runs(path: Path, params: dict[str, Any], explicit: set[str],
     runs = config.pop("runs", None) or [{}]
     if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs):
         raise UserError(f"config file {path}: `runs` must be a list of mappings")
+    config.pop("submitit", None)  # the launcher's, read by `submitit_settings`
     grids = config.pop("grids", None) or {}
     if not isinstance(grids, dict) or not all(isinstance(g, list) and g for g in grids.values()):
         raise UserError(f"config file {path}: `grids` must map method names to non-empty lists of values")

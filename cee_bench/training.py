@@ -65,9 +65,7 @@ def run_stage(accelerator: Any, module: nn.Module, params: list[nn.Parameter], l
     not flush to zero. Autocast is ours rather than Accelerate's `mixed_precision`, which is fixed once per process:
     one process may run fp32 and bf16 stages side by side (a config's runs, the precision benchmark)."""
     optimizer = torch.optim.AdamW(params, lr=stage.lr, weight_decay=stage.weight_decay, eps=1e-8)
-    warmup = int(stage.warmup_ratio * total)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, (lambda s: 1.0) if constant_lr else (
-        lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup))))
+    scheduler = schedule(optimizer, stage, total, constant_lr)
     # DDP wraps this stage's loss, built after `requires_grad` is set, rather than the model once: it then
     # registers and all-reduces only the stage's trainable parameters (the policy stage sends the policy's
     # gradients, not the frozen encoder's), and a loss that never calls the model's forward (the policy stage
@@ -129,6 +127,17 @@ def train_steps(name: str, module: nn.Module, loss_fn: LossFn, batches: list[Any
                                constant_lr=True)
     module.eval()
     return step_losses
+
+
+def schedule(optimizer: torch.optim.Optimizer, stage: Stage, total: int,
+             constant_lr: bool = False) -> torch.optim.lr_scheduler.LambdaLR:
+    """The learning-rate schedule of a stage of `total` global steps: the reference scripts' own (transformers'
+    linear decay to 0 after `warmup_ratio` of the steps of linear warm-up from 0), or a constant rate."""
+    from transformers import get_constant_schedule, get_linear_schedule_with_warmup
+
+    if constant_lr:
+        return get_constant_schedule(optimizer)
+    return get_linear_schedule_with_warmup(optimizer, int(stage.warmup_ratio * total), total)
 
 
 class _StageLoss(nn.Module):

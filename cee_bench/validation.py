@@ -54,6 +54,7 @@ DOMAINS: dict[str, Domain] = {
     "latency_examples": POSITIVE_INT,
     "delta": UNIT_OPEN,
     "epsilon": UNIT_OPEN,
+    "jobs": POSITIVE_INT,
     "seed": Domain(f"a whole number in [0, {SEED_MAX}]", low=0, high=SEED_MAX, integer=True),
 }
 
@@ -98,6 +99,18 @@ def check_output_folder(path: Path, *subfolders: str) -> Path:
     for level in range(1, len(subfolders) + 1):
         check_folder(Path(path, *subfolders[:level]), "output folder", must_exist=False)
     return Path(path)
+
+
+def check_output_file(path: Path, option: str) -> Path:
+    """A file the user asked to have written (`--output`, `--json`): refused when it is a folder or a level above it
+    is a file, before any work starts, so nothing is computed for nowhere and nothing is half written."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{option} expects a file, but {path} is a folder")
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            raise UserError(f"{option}: {parent} is a file, so {path} cannot be written")
+    return path
 
 
 def read_text(path: Path, *, encoding: str = "utf-8") -> str:

@@ -31,7 +31,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("cee_bench", "baselines")
-SHELL_TOP = ("cee_bench.cli", "cee_bench.__main__", "cee_bench.runner")  # the run shell and its command line
+# The run shell, its command line and the sweep that fans a run out as jobs.
+SHELL_TOP = ("cee_bench.cli", "cee_bench.__main__", "cee_bench.runner", "cee_bench.sweep")
 WINGS = {"classification": ("cee_bench.classification",), "generation": ("cee_bench.generation",)}
 # Baseline modules belong to the wing of the kind they implement (CALM is a generation method).
 BASELINE_WING = {"baselines.calm": "generation"}

@@ -8,10 +8,7 @@ from typing import Callable
 
 import pytest
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
-GLUE = SHARED_DATA / "glue"
+from data_paths import GLUE
 
 
 @pytest.fixture(scope="session")
@@ -49,9 +46,9 @@ def tokenizer():
 
 @pytest.fixture(scope="session")
 def glue() -> Path:
-    """The real GLUE files in ../shared/data/glue (the test is skipped where they are absent)."""
+    """The real GLUE files (`data_paths.GLUE`; the test is skipped where they are absent)."""
     if not GLUE.is_dir():
-        pytest.skip(f"GLUE data not found at {GLUE}")
+        pytest.skip(f"GLUE data not found at {GLUE} (cee-bench data glue --to {GLUE})")
     return GLUE
 
 

@@ -15,6 +15,7 @@ every category also runs as a real subprocess below.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -29,11 +30,8 @@ import pytest
 import typer
 
 from cee_bench.cli import GENERATION_ONLY, app
+from data_paths import GLUE, ROOT, SHARED_DATA
 from test_cli import BAD_RUN_ARGS
-
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
-GLUE = SHARED_DATA / "glue"
 CONSOLE = Path(sys.executable).parent / "cee-bench"
 MAX_LINES = 3
 
@@ -44,13 +42,15 @@ FILE, FOLDER, MISSING = "<file>", "<folder>", "<missing>"
 OUT_OF_DOMAIN: dict[str, list[str]] = {
     "task": ["nosuch"], "methods": ["nosuch"], "preset": ["huge"], "pooling": ["max"], "device": ["tpu"],
     "dtype": ["fp8", "fp16"],  # fp16: CPUs have no fp16 matrix units (these tests run without a GPU)
-    "format": ["html"], "model": ["./no/such/model", FILE], "grid": ["nan", "inf", "-1"],
+    "format": ["pdf"], "output": [FOLDER], "json_path": [FOLDER], "github_benchmark": [FOLDER], "to": [FILE],
+    "tasks": ["nosuch"], "model": ["./no/such/model", FILE], "grid": ["nan", "inf", "-1"],
     "threshold": ["-5", "nan", "0"],
     "output_dir": [FILE], "results_dir": [FILE, MISSING], "data_dir": [FILE, MISSING], "plots": [FILE],
     "baseline": [FOLDER, MISSING], "bootstrap": ["0", "-3", "x", "1.5"], "filters": ["nokey=1", "noequals"],
     "runs": ["0", "-2", "x", "1.5"], "revision": ["main"], "seeds": ["1,1", "x", ","], "config": [MISSING, FOLDER],
     "seed": ["-1", str(2**32)], "delta": ["0", "1", "nan"], "epsilon": ["0", "1.5", "inf"],
-    "alpha": ["-0.5", "nan", "inf"], "max_seq_length": ["0", "100000"], "method": ["nosuch", "full"],
+    "alpha": ["-0.5", "nan", "inf"], "max_seq_length": ["0", "100000"], "verdict": ["nosuch", ","],
+    "launcher": ["nosuch"], "method": ["nosuch", "full"],
 }
 BY_TYPE = {"integer": ["-1", "0"], "float": ["nan", "inf", "-1", "0"]}
 WRONG_TYPE = {"integer": ["x", "1.5"], "float": ["x"]}
@@ -71,11 +71,12 @@ def console(*args: str, timeout: float = 300) -> tuple[int, str]:
 
 
 def snapshot(folder: Path) -> dict[str, str]:
-    """Every file's hash and every folder's name under `folder` (a new empty folder is a change too)."""
+    """Every file's hash and every folder's name under `folder` (a new empty folder is a change too), but the empty
+    lock files under `.locks/` that a run which started computing takes (cee_bench/locks.py)."""
     if not folder.exists():
         return {}
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
-            for p in sorted(folder.rglob("*"))}
+            for p in sorted(folder.rglob("*")) if ".locks" not in p.relative_to(folder).parts}
 
 
 def refused(argv: list[str], message: str, folder: Path, cli, *, console_script: bool) -> str:
@@ -167,6 +168,10 @@ def base_args(path: tuple[str, ...], name: str) -> list[str]:
         return ["--task", "rte", "--output-dir", "<store>"]
     if path == ("report",):
         return ["--results-dir", "<store>"]
+    if path == ("compare",):
+        return ["<store>", "<store>"]
+    if path == ("data", "glue"):
+        return ["--to", "<missing>"]  # a refused value stops before the hub is asked
     if path == ("bench",):
         return ["--baseline", "<missing>"]  # an accepted bad value then stops at the baseline, not after minutes
     return []
@@ -229,6 +234,8 @@ USAGE = [
     (["frobnicate"], "No such command 'frobnicate'"),
     (["analyze"], "Missing command"),
     (["analyze", "nosuch"], "No such command 'nosuch'"),
+    (["data"], "Missing command"),
+    (["compare"], "Missing argument"),
     (["list", "--bogus"], "No such option: --bogus"),
     (["run", "--task", "rte", "--batch-size", "x"], "Invalid value for '--batch-size'"),
     (["run", "--task", "rte", "--force=1"], "does not take a value"),
@@ -298,6 +305,32 @@ def test_analysis_and_report_numbers_and_paths(argv, message, console_script, st
         ([] if "--results-dir" in argv else ["--results-dir", str(store)])
     refused([*_resolve(argv, store, paths), *where], message.replace("<file>", paths[FILE]), store, cli,
             console_script=console_script)
+
+
+REPORT_OUTPUT = [
+    (["compare", "<store>", "<elsewhere>"], "have no cell in common"),
+    (["report", "--results-dir", "<store>", "--format", "pdf"],
+     "unknown format 'pdf'; choose table, csv, markdown, html or json"),
+    (["report", "--results-dir", "<store>", "--output", "<folder>"],
+     "--output expects a file, but <folder> is a folder"),
+    (["compare", "<store>", "<store>", "--output", "<folder>"], "--output expects a file, but <folder> is a folder"),
+    (["bench", "--json", "<folder>"], "--json expects a file, but <folder> is a folder"),
+]
+
+
+@pytest.mark.parametrize("argv, message, console_script", first_by_console(REPORT_OUTPUT))
+def test_compare_formats_and_output_paths(argv, message, console_script, store, paths, cli, tmp_path):
+    """Folders with nothing in common, an unknown format, an output path that is a folder: one line, exit 2, and
+    nothing written, in the store or beside the output."""
+    elsewhere = tmp_path / "elsewhere"
+    record = json.loads(next(store.glob("rte/*.json")).read_text())
+    (elsewhere / "sst2").mkdir(parents=True)
+    (elsewhere / "sst2" / "full__seed42.json").write_text(json.dumps({**record, "task": "sst2"}))
+    names = {**paths, "<store>": str(store), "<elsewhere>": str(elsewhere)}
+    before = snapshot(Path(paths[FOLDER]))
+    refused([names.get(a, a) for a in argv], message.replace("<folder>", paths[FOLDER]), store, cli,
+            console_script=console_script)
+    assert snapshot(Path(paths[FOLDER])) == before
 
 
 @pytest.mark.parametrize("args, message, console_script", first_by_console(BAD_RUN_ARGS))

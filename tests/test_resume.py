@@ -8,7 +8,7 @@ import json
 import pytest
 
 from cee_bench.errors import UserError
-from cee_bench.resume import reusable
+from cee_bench.resume import replace_damaged, reusable
 
 WANTED = {"config": {"preset": "smoke", "stages": {"train": {"epochs": 2, "alphas": (0.1, 0.2)}}},
           "data.source": "glue/RTE", "seed": 42}
@@ -45,8 +45,26 @@ def test_a_field_the_record_lacks_counts_as_a_difference(tmp_path):
         reusable(path, WANTED, force=False)
 
 
-def test_an_unreadable_record_is_one_line(tmp_path):
+def test_an_unreadable_record_is_recomputed_and_set_aside_with_one_line(tmp_path):
     path = tmp_path / "x.json"
     path.write_bytes(b"{\xff")
-    with pytest.raises(UserError, match="cannot read results file"):
+    assert not reusable(path, WANTED, force=False)
+    said = []
+    replace_damaged(path, said.append)
+    assert not path.exists() and (tmp_path / "x.json.damaged").read_bytes() == b"{\xff"
+    assert len(said) == 1 and "cannot read results file" in said[0] and "x.json.damaged" in said[0]
+
+
+def test_a_record_of_a_newer_version_is_refused_not_misread(tmp_path):
+    path = _store(tmp_path, schema=99)
+    with pytest.raises(UserError, match=r"newer cee-bench \(schema 99; this version reads 1\).*--force"):
         reusable(path, WANTED, force=False)
+    assert not reusable(path, WANTED, force=True)
+
+
+def test_debris_of_an_interrupted_write_is_cleared_but_the_record_kept(tmp_path):
+    path = _store(tmp_path)
+    leftover = tmp_path / f".{path.name}.abc123.tmp"
+    leftover.write_text('{"task": ')
+    replace_damaged(path, lambda line: pytest.fail(line))
+    assert path.exists() and not leftover.exists()

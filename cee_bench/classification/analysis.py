@@ -31,7 +31,8 @@ if TYPE_CHECKING:  # torch is imported inside the commands, so `cee-bench --help
 analyze_app = typer.Typer(add_completion=False,
                           help="The paper's analyses: Table 1 (hardness), Figure 2 (layers), Figure 4 (reward); and "
                                "ConsistentEE's policy over its training rounds (policy).")
-console = Console()
+console = Console()  # the analyses' tables: data, on stdout
+messages = Console(stderr=True)  # "wrote ..." lines
 PAPER_TABLE1 = {"rte": (0.76, 0.59), "mrpc": (0.84, 0.43), "sst2": (0.66, 0.32)}
 
 TASK = typer.Option(..., help="Task: rte, mrpc, sst2, ...")
@@ -176,7 +177,7 @@ def hardness(task: str = TASK, output_dir: Path = OUTPUT_DIR, data_dir: Optional
                "memorized_histogram": torch.bincount(memorized, minlength=len(layers) + 1)[1:].tolist(),
                "forgetting_histogram": torch.bincount(forgets).tolist()}
     for path in _write(analysis_dir(output_dir, task_.name), "hardness", numbers, fig):
-        console.print(f"wrote {path}")
+        messages.print(f"wrote {path}")
 
 
 def per_layer_figures(logits: torch.Tensor, labels: torch.Tensor, exits: torch.Tensor | None
@@ -212,7 +213,8 @@ def layers(task: str = TASK, output_dir: Path = OUTPUT_DIR, data_dir: Optional[P
     from cee_bench.classification.policy_diagnostics import exit_layers
     from cee_bench.classification.recipe import EVAL_BATCH_SIZE
     from cee_bench.classification.sharing import MethodTrainer
-    from cee_bench.classification.store import load_model, store_root
+    from cee_bench.classification.store import load_model
+    from cee_bench.store import store_root
 
     if alpha is not None:
         check_alpha(alpha)
@@ -251,7 +253,7 @@ def layers(task: str = TASK, output_dir: Path = OUTPUT_DIR, data_dir: Optional[P
     numbers = {"task": task_.name, "alpha": alpha, "weighted_ce": {"loss": weighted[0], "accuracy": weighted[1]},
                "consistentee": {"loss": consistent[0], "accuracy": consistent[1]}, "rounds": rounds}
     for path in _write(analysis_dir(output_dir, task_.name), "layers", numbers, fig):
-        console.print(f"wrote {path}")
+        messages.print(f"wrote {path}")
 
 
 def reward_curves(records: list[dict[str, Any]], task: str) -> dict[str, list[dict[str, Any]]]:
@@ -292,7 +294,7 @@ def reward(task: str = TASK, output_dir: Path = OUTPUT_DIR) -> None:
     ax.set_title(f"{task}: reward ablation over α")
     ax.legend(fontsize=8)
     for path in _write(out_dir, "reward", {"task": task, "curves": curves}, fig):
-        console.print(f"wrote {path}")
+        messages.print(f"wrote {path}")
 
 
 POLICY_METHODS = ("consistentee", "consistentee-vanilla", "consistentee-pi")
@@ -392,5 +394,5 @@ def policy(task: str = TASK, output_dir: Path = OUTPUT_DIR,
                "rounds": {alpha: [{k: v for k, v in row.items() if k not in ("policy_loss", "refine_loss")}
                                   for row in rows] for alpha, rows in rounds.items()}}
     for written in _write(out_dir, f"policy_{method}_seed{seed}", numbers, fig):
-        console.print(f"wrote {written}")
+        messages.print(f"wrote {written}")
 

@@ -1,7 +1,7 @@
 """Post-hoc temperature scaling per exit and the figures that judge it (held-out NLL, 15-bin ECE).
 
-Right-Tool (METHODS.md §6.3) divides exit k's logits by a scalar T_k fitted to minimise NLL on data the model did not
-train on. Temperature leaves every argmax unchanged, so it moves only *when* a confidence rule exits, never *what*
+Right-Tool (docs/METHODS.md §6.3) divides exit k's logits by a scalar T_k fitted to minimise NLL on data the model did
+not train on. Temperature leaves every argmax unchanged, so it moves only *when* a confidence rule exits, never *what*
 an exit answers. Kept apart from any one method because any confidence-based exit rule can use it.
 """
 

@@ -1,4 +1,4 @@
-"""ConsistentEE for classification (Zeng et al., AAAI 2024), METHODS.md §1 and the paper's "Model Training and
+"""ConsistentEE for classification (Zeng et al., AAAI 2024), docs/METHODS.md §1 and the paper's "Model Training and
 Inference" (authoritative where the two differ). Its estimators, diagnostics and π sweep: docs/consistentee.md.
 
 Heads: the backbone's shared pooler, dropout and a `Linear(H, C)` per layer, plus one policy network per layer
@@ -563,7 +563,8 @@ class ConsistentEEPiSweep(ConsistentEE):
         return [(float(alpha), pi) for alpha in grid for pi in PI_GRID]
 
     def variant(self, threshold: Any) -> Any:
-        return threshold[0]
+        """The α_depth of an (α_depth, π) pair; an α_depth alone is its own."""
+        return threshold[0] if isinstance(threshold, (tuple, list)) else threshold
 
     def rule(self, model: MultiExitModel | None, threshold: Any) -> ExitRule:
         """An α_depth alone (a `--grid` value) is checked and read at π = 0.5; an (α_depth, π) pair at π."""

@@ -1,9 +1,10 @@
 """The simulated accuracy-speed curve of a method and its Table 3 operating points.
 
-Operating points (DESIGN.md): "no loss" = the largest saving whose score is at least the reference's; "le1_loss" =
+Operating points (docs/DESIGN.md): "no loss" = the largest saving whose score is at least the reference's; "le1_loss" =
 the largest saving whose score is at least 0.99 × the reference's. They are *chosen* on the held-out split and
 *reported* on the evaluation split, each number naming its split. A third point, `ltt90_le1` ("≤1% loss with 90%
-confidence"), comes with a statistical guarantee instead of a point estimate: see `choose_ltt_point`.
+confidence"), comes with a statistical guarantee instead of a point estimate, calibrated on its own slice of train:
+see `choose_ltt_point`.
 """
 
 from __future__ import annotations
@@ -70,28 +71,37 @@ def choose_operating_points(select_curve: list[dict[str, Any]], reference: float
     return chosen
 
 
-def choose_ltt_point(candidate_preds: Sequence[np.ndarray], full_depth_preds: Sequence[np.ndarray],
-                     reference: float, *, loss: float = LTT_LOSS, epsilon: float = LTT_EPSILON) -> dict[str, Any]:
-    """The "≤1% loss with 90% confidence" point by Learn-then-Test on held-out predictions.
+def choose_ltt_point(candidate_preds: Sequence[np.ndarray], reference_preds: Sequence[np.ndarray],
+                     reference: float | None, *, loss: float = LTT_LOSS, epsilon: float = LTT_EPSILON) -> dict[str, Any]:
+    """The "≤1% loss with 90% confidence" point by Learn-then-Test on calibration predictions.
 
-    `candidate_preds[j]` are candidate j's held-out predictions, `full_depth_preds[j]` those of the same model at its
-    full depth; candidates come most conservative first, in an order fixed without looking at held-out data (the
-    method's grid order, `Method.ltt_order`), as fixed-sequence testing requires. The risk of an example is
-    1[prediction at λ ≠ prediction at full depth], δ = `loss` × `reference`, and the p-values are the exact binomial
-    tail (`cee_bench/ltt.py`). The most aggressive candidate of the passing prefix is returned (`candidate`, an
-    index into the lists), or None — fall back to the full depth (`fallback`) — when the first one fails.
+    `candidate_preds[j]` are candidate j's predictions on the calibration slice, `reference_preds[j]` the predictions
+    its risk is taken against: the full-model record's (the model every Δ of the report compares with) where the
+    recipe has them, else candidate j's own model at full depth. Candidates come most conservative first, in an order
+    fixed without looking at calibration data (the method's grid order, `Method.ltt_order`), as fixed-sequence testing
+    requires. The risk of an example is 1[candidate's prediction ≠ the reference's], δ = `loss` × `reference` (the
+    reference's calibration *accuracy*), and the p-values are the exact binomial tail (`cee_bench/ltt.py`). The most
+    aggressive candidate of the passing prefix is returned (`candidate`, an index into the lists), or None — fall back
+    to the full depth (`fallback`) — when the first one fails. When δ falls outside (0, 1) (a reference accuracy of 0)
+    or there are no calibration rows, nothing is tested: `empty` says why, a finding for the report, not a usage error.
 
-    What is guaranteed: with probability ≥ 1 − ε over the held-out draw, the chosen candidate's disagreement rate with
-    its own model at full depth, on the distribution held-out was drawn from (GLUE train, not dev), is ≤ δ; since an
-    example can only turn wrong by changing its prediction, its *accuracy* drop against its own full depth is ≤ δ too.
-    Not guaranteed: the drop against another model (the full-model row, whose score `reference` may be), nor F1 (one
-    changed prediction moves F1 by more than 1/n; on MRPC/QQP the point bounds accuracy, not the reported F1), nor δ
-    being exactly 1% of the population score (the reference is itself a held-out estimate).
+    What is guaranteed: with probability ≥ 1 − ε over the calibration draw, the chosen candidate's disagreement rate
+    with the reference, on the distribution the calibration slice was drawn from (GLUE train, not dev), is ≤ δ; an
+    example can only turn wrong by changing its prediction, so its *accuracy* is at most δ below the reference's
+    there. Not guaranteed: F1 (one changed prediction moves F1 by more than 1/n), dev text that differs from train's
+    (SST-2: phrases vs sentences), nor — when the reference is the method's own top layer — anything against the full
+    model. The guarantee holds only if nothing was fitted on the calibration rows (`classification/data.py`).
     """
-    delta = loss * reference
-    risks = [(np.asarray(c) != np.asarray(f)).astype(float).tolist() for c, f in zip(candidate_preds, full_depth_preds)]
+    n = len(candidate_preds[0]) if len(candidate_preds) else 0
+    ltt = {"delta": None, "epsilon": epsilon, "loss": loss, "bound": LTT_BOUND, "n": n,
+           "risk": "1[prediction != the reference's prediction]", "mean_risks": [], "p_values": []}
+    delta = None if reference is None else loss * reference
+    if n == 0 or delta is None or not 0.0 < delta < 1.0:
+        why = ("no calibration rows" if n == 0 else
+               f"δ = {loss:g} × the reference's calibration accuracy {reference:.4g} = {delta:.4g} is outside (0, 1)"
+               if delta is not None else "no reference accuracy on the calibration rows")
+        return {"candidate": None, "fallback": False, "empty": why, "ltt": ltt}
+    risks = [(np.asarray(c) != np.asarray(f)).astype(float).tolist() for c, f in zip(candidate_preds, reference_preds)]
     result = learn_then_test(risks, delta, epsilon, bound=LTT_BOUND)
     return {"candidate": result.chosen, "fallback": result.chosen is None,
-            "ltt": {"delta": delta, "epsilon": epsilon, "loss": loss, "bound": LTT_BOUND, "n": len(risks[0]),
-                    "risk": "1[prediction != prediction at full depth of the same model]",
-                    "mean_risks": result.mean_risks, "p_values": result.p_values}}
+            "ltt": {**ltt, "delta": delta, "mean_risks": result.mean_risks, "p_values": result.p_values}}

@@ -1,10 +1,23 @@
-"""Reading GLUE data (local TSV layout or the hub), carving the held-out split, tokenising and batching.
+"""Reading GLUE data (local TSV layout or the hub), carving the held-out and calibration splits, tokenising and
+batching.
 
 Splits, named the same everywhere they are reported:
-- `train`: what a method trains on (after the held-out rows are taken out);
-- `heldout`: a fixed slice of the GLUE training file that no method trains on; thresholds, operating points and
-  calibrations are chosen here, never on the split that is reported;
+- `train`: what a method trains on (after the held-out and calibration rows are taken out);
+- `heldout`: a fixed slice of the GLUE training file that no method trains on; thresholds, operating points, and what
+  methods fit after training (Right-Tool's temperatures, ConsistentEE's convergence test) are chosen here, never on
+  the split that is reported;
+- `calibration`: a second fixed slice of the GLUE training file, the same size, that nothing is trained, fitted or
+  chosen on except Learn-then-Test's guarantee (`ClassificationRecipe`, the `ltt90_le1` point). Learn-then-Test
+  certifies a risk on data exchangeable with the test data *and independent of the model*; a temperature or a stopping
+  rule fitted on its rows makes the model a function of them and voids the certificate. The slice is the calibration
+  set rather than the held-out one because Right-Tool's temperatures and ConsistentEE's convergence are part of
+  training (the stored model carries them), and the operating points without a guarantee lose nothing by sharing
+  rows with them;
 - `dev`: GLUE's dev set, the split Table 3 reports.
+
+GLUE's training files are not always drawn like dev: SST-2's train holds phrases (its parse-tree nodes) and dev whole
+sentences, so every choice made on a slice of train is made on other text. `split_words` measures it (median words per
+example), the record keeps it under `data.words`, and the report's caption says it.
 """
 
 from __future__ import annotations
@@ -13,8 +26,9 @@ import csv
 import io
 import os
 import random
+import statistics
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -26,7 +40,19 @@ from cee_bench.validation import check_folder, read_text
 
 HELDOUT_FRACTION = 0.1
 HELDOUT_MIN, HELDOUT_MAX = 100, 1000
-HELDOUT_SEED = 20240101  # fixed, so every method and seed shares the same held-out rows
+HELDOUT_SEED = 20240101  # fixed, so every method and seed shares the same held-out and calibration rows
+MIN_TRAIN_ROWS = 10  # a smaller training file leaves too little to train on, to choose thresholds on and to calibrate
+
+
+def heldout_size(rows: int, path: str) -> int:
+    """How many rows of a `rows`-row training file (`path`, for the message) go to each of the held-out and the
+    calibration slices: 10%, at least `HELDOUT_MIN` and at most `HELDOUT_MAX`, and never more than a third of the
+    file, so a small file (under 300 rows) is carved in thirds instead of leaving nothing to train on. Below
+    `MIN_TRAIN_ROWS` rows, one line says how many are needed."""
+    if rows < MIN_TRAIN_ROWS:
+        raise UserError(f"{path}: {rows} training row(s); at least {MIN_TRAIN_ROWS} are needed (a held-out and a "
+                        "calibration slice are carved from them, the rest trains)")
+    return min(rows // 3, HELDOUT_MAX, max(HELDOUT_MIN, int(HELDOUT_FRACTION * rows)))
 
 
 @dataclass(frozen=True)
@@ -44,6 +70,7 @@ class Splits:
     source: str  # where the data came from, for the results metadata
     files: tuple[Path, ...] = ()  # every local file read (their sha256 go into the record's provenance)
     hub: dict[str, Any] | None = None  # for hub data: dataset id, config and each split's fingerprint
+    calibration: list[Example] = field(default_factory=list)  # Learn-then-Test's own slice of train
 
 
 def resolve_data_dir(data_dir: Path | None) -> Path | None:
@@ -67,21 +94,34 @@ def load_splits(task: Task, data_dir: Path | None, *, max_train: int | None = No
         train_all = read_glue_tsv(task, folder / task.train_file)
         dev = read_glue_tsv(task, folder / task.dev_file)
         source, files, hub = str(folder), (folder / task.train_file, folder / task.dev_file), None
+        train_source = str(folder / task.train_file)
     else:
-        train_all, dev, hub = _load_hub(task)
+        train_all, dev, hub = load_hub(task)
         source, files = f"hub:{HUB_DATASET}/{task.hub_config}", ()
+        train_source = f"{source} (train)"
     if not train_all or not dev:
         raise UserError(f"task {task.name}: empty {'train' if not train_all else 'dev'} split in {source}")
     order = list(range(len(train_all)))
     random.Random(HELDOUT_SEED).shuffle(order)
-    n_held = min(HELDOUT_MAX, max(HELDOUT_MIN, int(HELDOUT_FRACTION * len(train_all))))
-    heldout = [train_all[i] for i in order[:n_held]]
-    train = [train_all[i] for i in order[n_held:]]
+    n_held = heldout_size(len(train_all), train_source)
+    heldout = [train_all[i] for i in order[:n_held]]  # first: the same rows as before the calibration slice existed
+    calibration = [train_all[i] for i in order[n_held:2 * n_held]]
+    train = [train_all[i] for i in order[2 * n_held:]]
     if max_train is not None:
         train = random.Random(seed).sample(train, min(max_train, len(train)))
     if max_eval is not None:
-        heldout, dev = heldout[:max_eval], dev[:max_eval]
-    return Splits(train=train, heldout=heldout, dev=dev, source=source, files=files, hub=hub)
+        heldout, calibration, dev = heldout[:max_eval], calibration[:max_eval], dev[:max_eval]
+    return Splits(train=train, heldout=heldout, dev=dev, source=source, files=files, hub=hub, calibration=calibration)
+
+
+def median_words(examples: Sequence[Example]) -> float | None:
+    """The median number of whitespace-separated words per example (both texts of a pair together)."""
+    return float(statistics.median(sum(len(t.split()) for t in e.texts) for e in examples)) if examples else None
+
+
+def split_words(splits: Splits) -> dict[str, float | None]:
+    """Median words per example of every split: what tells a slice of train from dev (SST-2: phrases vs sentences)."""
+    return {name: median_words(getattr(splits, name)) for name in ("train", "heldout", "calibration", "dev")}
 
 
 def read_glue_tsv(task: Task, path: Path) -> list[Example]:
@@ -91,6 +131,9 @@ def read_glue_tsv(task: Task, path: Path) -> list[Example]:
     rows carry stray leading spaces that the hub copies keep; all of that is read as is.
     """
     text = read_text(path, encoding="utf-8-sig")
+    if "\x00" in text:  # what a crash leaves in a file's unwritten blocks; the csv module would read it as text
+        raise UserError(f"{path}:{text[:text.index(chr(0))].count(chr(10)) + 1}: a NUL byte (the file is damaged, or "
+                        "not text)")
     csv.field_size_limit(sys.maxsize)
     label_ids = {name: i for i, name in enumerate(task.tsv_labels)}
     examples = []
@@ -111,12 +154,14 @@ def read_glue_tsv(task: Task, path: Path) -> list[Example]:
                 raise UserError(f"{path}:{line_no}: malformed row ({len(row)} fields, header has {len(header)})")
             raw_label = row[cols[-1]].strip()
             if raw_label not in label_ids:
-                raise UserError(f"{path}:{line_no}: label '{raw_label}' is not one of {', '.join(task.tsv_labels)}")
+                raise UserError(f"{path}:{line_no}: field '{task.label_column}': label '{raw_label}' is not one of "
+                                f"{', '.join(task.tsv_labels)}")
             examples.append(Example(tuple(row[c] for c in cols[:-1]), label_ids[raw_label], str(len(examples))))
     return examples
 
 
-def _load_hub(task: Task) -> tuple[list[Example], list[Example], dict[str, Any]]:
+def load_hub(task: Task) -> tuple[list[Example], list[Example], dict[str, Any]]:
+    """Train and dev examples of `task` from the hub (`nyu-mll/glue`), and the dataset's id and fingerprints."""
     try:
         import datasets
         from huggingface_hub.utils import logging as hub_logging
@@ -126,7 +171,8 @@ def _load_hub(task: Task) -> tuple[list[Example], list[Example], dict[str, Any]]
         ds = datasets.load_dataset(HUB_DATASET, task.hub_config)
     except Exception as exc:  # any hub/network failure is the user's to fix (offline, no --data-dir)
         raise UserError(f"cannot load {HUB_DATASET}/{task.hub_config} from the hub ({type(exc).__name__}); "
-                        "pass --data-dir with a GLUE-layout folder to run offline") from None
+                        "pass --data-dir with a GLUE-layout folder to run offline (`cee-bench data glue --to DIR` "
+                        "writes one wherever the hub is reachable)") from None
 
     def convert(split: str) -> list[Example]:
         rows = ds[split]

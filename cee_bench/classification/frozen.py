@@ -1,4 +1,4 @@
-"""Training heads on a frozen backbone from states computed once (DESIGN.md: "the same idea serves training").
+"""Training heads on a frozen backbone from states computed once (docs/DESIGN.md: "the same idea serves training").
 
 When a stage trains only modules on top of a frozen backbone (ConsistentEE's policy stage, DeeBERT's highways), the
 backbone's output for the training set does not change during the stage, so one eval-mode pass computes what those

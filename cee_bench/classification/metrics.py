@@ -1,6 +1,9 @@
-"""Scores and speed figures, named without ambiguity (DESIGN.md, "Numbers").
+"""Scores and speed figures, named without ambiguity (docs/DESIGN.md, "Numbers").
 
-GLUE's metrics are computed here rather than through `evaluate.load`, which needs the hub.
+GLUE's two metrics (accuracy; F1 of the positive class) are the formulas `evaluate`'s glue metric takes from
+scikit-learn. They are written here, in numpy, because the report also needs them on every resample of a paired
+bootstrap as one matrix product (`cee_bench.intervals`), which a per-call metric cannot give, and the two forms must
+be the same definitions; tests/classification/test_metrics.py checks both against scikit-learn.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 One code path computes a layer's signals (`layer_signals`) for training, for the evaluation trace and for real
 early-exit inference, so the three cannot drift apart.
 
-Head variants (METHODS.md §0.3), chosen by the method:
+Head variants (docs/METHODS.md §0.3), chosen by the method:
 - `pooler="shared"`: the backbone's own pooler for every layer (PABEE, PCEE-BERT, ConsistentEE, Right-Tool);
 - `pooler="per_layer"`: a pooler per layer, each initialised as a copy of the backbone's pooler (DeeBERT, BERxiT);
 and by the run (`--pooling`):

@@ -11,10 +11,10 @@ times, and writes records and models, while the others wait (see `cee_bench.dist
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,8 +23,9 @@ import torch
 from cee_bench import distributed
 from cee_bench.classification.curve import (LTT_POINT, choose_ltt_point, choose_operating_points, evaluate_rule,
                                             per_layer_scores, rule_predictions, sweep)
-from cee_bench.classification.data import Encoded, encode, load_splits
+from cee_bench.classification.data import Encoded, encode, load_splits, split_words
 from cee_bench.classification.exits import ExitRule, Never
+from cee_bench.classification.metrics import scores
 from cee_bench.classification.method import Method, resolve_stages
 from cee_bench.classification.multiexit import POOLINGS, MultiExitModel, load_backbone, resolve_model
 from cee_bench.classification.runtime import measure_latency, predict
@@ -34,9 +35,9 @@ from cee_bench.errors import UserError
 from cee_bench.options import RunOptions
 from cee_bench.presets import PRESET_LIMITS
 from cee_bench.progress import Progress
-from cee_bench.provenance import data_provenance, model_provenance, provenance
+from cee_bench.provenance import code_identity, data_provenance, model_provenance, provenance
 from cee_bench.registry import get_method, parse_methods
-from cee_bench.results import result_path
+from cee_bench.results import pack_digits, read_record, result_path, unpack_digits
 from cee_bench.tasks import Task, get_task
 from cee_bench.training import Stage
 from cee_bench.validation import check_at_most
@@ -62,7 +63,8 @@ class ClassificationRecipe:
         self.provenance = provenance(data_provenance(self.splits.files, hub=self.splits.hub),
                                      _model_provenance(opts, self.encoder, self.backbone))
         self.data_summary = {"source": self.splits.source, "train": len(self.splits.train),
-                             "heldout": len(self.splits.heldout), "dev": len(self.splits.dev)}
+                             "heldout": len(self.splits.heldout), "calibration": len(self.splits.calibration),
+                             "dev": len(self.splits.dev), "words": split_words(self.splits)}
 
     @staticmethod
     def check(opts: RunOptions) -> None:
@@ -79,11 +81,20 @@ class ClassificationRecipe:
             for name, stage in with_grid(method, resolve_stages(method, opts), opts.grids).items():
                 distributed.per_process_batch(stage.batch_size, f"{method.name} stage '{name}'")
 
+    @staticmethod
+    def needs(name: str, methods: list[str]) -> list[str]:
+        """The methods of `methods` whose records must be written before `name`'s: `full` (its record is the operating
+        points' reference, `_reference`) and those whose trainings `name` shares (`Method.shares`), which the
+        one-process order trains in their own method. So runs sharing a folder, or the jobs of a sweep, write the
+        records one process would."""
+        wanted = {"full", *get_method(name).shares.values()} - {name}
+        return [m for m in methods if m in wanted]
+
     @cached_property
     def data(self) -> dict[str, Encoded]:
         length = self.opts.limits["max_seq_length"]
         return {name: encode(self.tokenizer, getattr(self.splits, name), length)
-                for name in ("train", "heldout", "dev")}
+                for name in ("train", "heldout", "calibration", "dev")}
 
     def identity(self, name: str) -> dict[str, Any]:
         """What a stored record must match to be reused: its config, data source, seed and (when given) grid."""
@@ -135,25 +146,30 @@ class ClassificationRecipe:
         curves = {split: sweep(thresholds, lambda v, s=split: (trace_of(v, s), method.rule(model_for(v), v)), task)
                   for split in ("heldout", "dev")}
         last = thresholds[-1]
-        reference = _reference(opts, task, method, trace_of(last, "heldout"), trace_of(last, "dev"))
+        reference, reference_preds = _reference(opts, task, method, {s: trace_of(last, s) for s in SPLITS},
+                                                data["calibration"])
         chosen = choose_operating_points(curves["heldout"], reference["heldout"])
         settings = {name: (model_for(thresholds[c["grid_index"]]),
                            method.rule(model_for(thresholds[c["grid_index"]]), thresholds[c["grid_index"]]),
                            thresholds[c["grid_index"]])
                     for name, c in chosen.items()}
-        chosen[LTT_POINT], settings[LTT_POINT] = _ltt_choice(method, thresholds, model_for, trace_of,
-                                                             curves["heldout"], reference["heldout"], task)
+        ltt_choice, ltt_setting, guarantee = _ltt_choice(method, thresholds, model_for, trace_of, reference,
+                                                         reference_preds, task)
+        if ltt_choice is not None:
+            chosen[LTT_POINT], settings[LTT_POINT] = ltt_choice, ltt_setting
+        else:
+            progress.log(f"  {LTT_POINT}: empty: {guarantee['empty']}")
         operating_points, points = {}, {}
         for name, choice in chosen.items():
             chosen_model, rule, value = settings[name]
             point, points[name] = _confirm(chosen_model, rule, trace_of(value, "dev"), data["dev"], task, opts,
                                            progress)
             operating_points[name] = {**choice, **point, "split": "dev", "selected_on": "heldout"}
+            if name == LTT_POINT:
+                operating_points[name]["selected_on"] = "calibration"
             progress.log(f"  {name}: {method.threshold_name}={choice['threshold']} dev {task.main_metric} "
                          f"{point['score']:.4f}, saved layers {point['saved_layers']:.1%}, "
                          f"wall speed-up b1 {point['latency']['b1']['speedup_wall']:.2f}x")
-        per_example = {"ids": list(data["dev"].ids or range(len(data["dev"]))), "labels": data["dev"].labels.tolist(),
-                       "points": points}
         return {
             "method_display": method.display.format(backbone=backbone),
             "backbone": backbone, "num_layers": model.num_layers,
@@ -161,13 +177,46 @@ class ClassificationRecipe:
             "method_meta": {**method.metadata(), **trained.meta, "grid": grid,
                             "grid_source": "run options" if given is not None else "method", "log": trained.log},
             "train_seconds": train_seconds, "model_store": trained.model_store, "training": trained.training,
-            "reference": reference,
+            "reference": reference, "guarantee": guarantee,
             "per_layer_scores": {split: per_layer_scores(trace_of(last, split), task)
                                  for split in ("heldout", "dev")},
             "curve": curves["dev"], "selection_curve": curves["heldout"], "curve_kind": "simulated",
-            "eval_split": "dev", "select_split": "heldout",
-            "operating_points": operating_points, "per_example": per_example,
+            "curve_models": "one per grid value" if variants else "one",
+            "eval_split": "dev", "select_split": "heldout", "calibration_split": "calibration",
+            "operating_points": operating_points,
+            "per_example": _per_example(method, thresholds, grid, model_for, trace_of, data, points,
+                                        bool(variants)),
         }
+
+
+SPLITS = ("heldout", "calibration", "dev")
+
+
+def _per_example(method: Method, thresholds: list[Any], grid: list[Any], model_for: Any, trace_of: Any,
+                 data: dict[str, Encoded], points: dict[str, dict[str, Any]], variants: bool) -> dict[str, Any]:
+    """The record's per-example log, from which the report recomputes every interval and the verdict its curves:
+    the dev ids and labels; per operating point its predictions, simulated and real exit layers and its model's own
+    top-layer predictions; per dev curve point its predictions and exit layers; every layer's own prediction (the
+    static-depth control; per grid value where each trains its own model); and the top layer's predictions on the
+    calibration slice (what Learn-then-Test compares other methods with, when this is the full model). Long arrays
+    are packed one character per example (`results.pack_digits`)."""
+    dev = [trace_of(value, "dev") for value in thresholds]
+    curve = [rule_predictions(t, method.rule(model_for(v), v)) for t, v in zip(dev, thresholds)]
+    models = grid if variants else grid[-1:]
+    layers = {str(v): [pack_digits(p) for p in trace_of(v, "dev").signals["logits"].argmax(-1).numpy().T]
+              for v in models}
+    calibration = trace_of(grid[-1], "calibration")
+    return {"ids": list(data["dev"].ids or range(len(data["dev"]))), "labels": data["dev"].labels.tolist(),
+            "points": points,
+            "curve": {"predictions": [pack_digits(p) for p, _ in curve],
+                      "exit_layers": [pack_digits(e) for _, e in curve]},
+            "layers": {"predictions": layers[str(grid[-1])]} if not variants else {"models": layers},
+            "calibration": {"ids": list(data["calibration"].ids or range(len(data["calibration"]))),
+                            "predictions": pack_digits(_top(calibration))}}
+
+
+def _top(trace: Trace) -> np.ndarray:
+    return trace.signals["logits"][:, -1].argmax(-1).numpy()
 
 
 def load_checked_backbone(opts: RunOptions) -> tuple[torch.nn.Module, Any, str]:
@@ -229,43 +278,80 @@ def _confirm(model: MultiExitModel, rule: ExitRule, dev_trace: Trace, dev: Encod
                                          progress=progress)
                for bs in (1, EVAL_BATCH_SIZE)}
     per_example = {"predictions": sim_preds.tolist(), "exit_layers": sim_exits.tolist(),
-                   "real_exit_layers": (real_exits.numpy() + 1).tolist()}
+                   "real_exit_layers": (real_exits.numpy() + 1).tolist(), "top_layer": pack_digits(_top(dev_trace))}
     return {**point, "real_vs_simulated_agreement": agreement, "latency": latency}, per_example
 
 
-def _ltt_choice(method: Method, grid: list[Any], model_for: Any, trace_of: Any, select_curve: list[dict[str, Any]],
-                reference: float, task: Task) -> tuple[dict[str, Any], tuple[MultiExitModel, ExitRule, Any]]:
-    """The `ltt90_le1` point (`curve.choose_ltt_point`) over the grid in the method's conservative-first order, and
-    the (model, rule, grid value) it runs; the fallback is the most conservative candidate's model at full depth.
-    A one-value grid (the full model) is its own point, never a fallback."""
+def _ltt_choice(method: Method, grid: list[Any], model_for: Any, trace_of: Any, reference: dict[str, Any],
+                reference_preds: np.ndarray | None, task: Task
+                ) -> tuple[dict[str, Any] | None, tuple[MultiExitModel, ExitRule, Any] | None, dict[str, Any]]:
+    """The `ltt90_le1` point (`curve.choose_ltt_point`) on the calibration slice, over the grid in the method's
+    conservative-first order: (its choice, the (model, rule, grid value) it runs, what it guarantees). The risk is
+    disagreement with the full-model record's calibration predictions where `_reference` found them (`reference_preds`),
+    else with each candidate's own model at full depth; δ is 1% of the reference's calibration accuracy. The fallback
+    (no candidate passes) is the most conservative candidate's model at full depth. A one-value grid whose candidate
+    never exits early is the full depth itself, met whatever the test says; any other failing one-value grid is a
+    fallback too. When the test cannot be run (δ outside (0, 1), e.g. a reference accuracy of 0, or no calibration
+    rows), there is no point: the choice is None and the guarantee says why, for the report to show."""
     order = method.ltt_order(grid)
-    held = [trace_of(grid[i], "heldout") for i in order]
-    candidates = [rule_predictions(t, method.rule(model_for(grid[i]), grid[i]))[0] for t, i in zip(held, order)]
-    full_depth = [t.signals["logits"][:, -1].argmax(-1).numpy() for t in held]
-    result = choose_ltt_point(candidates, full_depth, reference)
-    fallback = result["fallback"] and len(grid) > 1
+    calibration = [trace_of(grid[i], "calibration") for i in order]
+    candidates = [rule_predictions(t, method.rule(model_for(grid[i]), grid[i])) for t, i in zip(calibration, order)]
+    against = ([reference_preds] * len(order) if reference_preds is not None else [_top(t) for t in calibration])
+    result = choose_ltt_point([preds for preds, _ in candidates], against, reference["calibration_accuracy"])
+    ltt = {**result["ltt"], "reference": reference["source"], "split": "calibration", "metric": "accuracy"}
+    guarantee = {key: ltt[key] for key in ("reference", "split", "metric", "loss", "epsilon")}
+    if result.get("empty"):
+        return None, None, {**guarantee, "empty": result["empty"]}
+    full_depth = len(grid) == 1 and bool(np.all(candidates[0][1] == calibration[0].num_layers))
+    fallback = result["fallback"] and not full_depth
     index = order[0] if result["candidate"] is None else order[result["candidate"]]
     value = grid[index]
-    rule = Never() if result["fallback"] else method.rule(model_for(value), value)
-    selection, _ = evaluate_rule(held[order.index(index)], rule, task)
+    rule = Never() if fallback else method.rule(model_for(value), value)
+    selection, _ = evaluate_rule(calibration[order.index(index)], rule, task)
     choice = {"grid_index": None if fallback else index, "threshold": None if fallback else value,
-              "target": reference * (1 - result["ltt"]["loss"]), "met_on_selection": not fallback,
+              "target": reference["calibration_accuracy"] * (1 - ltt["loss"]), "met_on_selection": not fallback,
               "selection_score": selection["score"], "selection_saved_layers": selection["saved_layers"],
-              "fallback": fallback, "ltt": result["ltt"]}
+              "fallback": fallback, "ltt": ltt}
     if fallback:
         choice["full_depth_of"] = value
-    return choice, (model_for(value), rule, value)
+    return choice, (model_for(value), rule, value), guarantee
 
 
-def _reference(opts: RunOptions, task: Task, method: Method, heldout: Trace, dev: Trace) -> dict[str, Any]:
-    """The score the operating points must keep: the full-model row's when one exists for the same data, model and
-    pooling (else the comparison would mix set-ups), otherwise this model's own top layer."""
+def _reference(opts: RunOptions, task: Task, method: Method, traces: dict[str, Trace],
+               calibration: Encoded) -> tuple[dict[str, Any], np.ndarray | None]:
+    """The scores the operating points must keep, and the calibration predictions Learn-then-Test's risk is taken
+    against: the full-model record's when one exists for the same data, model, pooling and code (else the comparison
+    would mix set-ups) and logs the same calibration rows; otherwise this model's own top layer (predictions None:
+    each candidate is then compared with its own model's top layer)."""
+    labels = calibration.labels.numpy()
     full = result_path(opts.output_dir, task.name, "full", opts.seed)
-    if method.name != "full" and full.exists():
-        record = json.loads(full.read_text())
+    record = _readable(full) if method.name != "full" else None
+    if record is not None:
         mine = {"pooling": opts.pooling, "model": opts.model or record["backbone"], **opts.limits}
-        if all(record["config"].get(key) == value for key, value in mine.items() if key != "latency_examples"):
+        logged = (record.get("per_example") or {}).get("calibration") or {}
+        if (all(record["config"].get(key) == value for key, value in mine.items() if key != "latency_examples")
+                and (record.get("code") or {}).get("fingerprint") == code_identity()["fingerprint"]
+                and logged.get("ids") == list(calibration.ids or range(len(calibration)))):
+            preds = np.asarray(unpack_digits(logged["predictions"]))
             return {"source": "full-model record", "heldout": record["selection_curve"][0]["score"],
-                    "dev": record["curve"][0]["score"]}
-    return {"source": "own top layer", "heldout": per_layer_scores(heldout, task)[-1],
-            "dev": per_layer_scores(dev, task)[-1]}
+                    "dev": record["curve"][0]["score"], **_calibration_scores(task, preds, labels)}, preds
+    return {"source": "own top layer", "heldout": per_layer_scores(traces["heldout"], task)[-1],
+            "dev": per_layer_scores(traces["dev"], task)[-1],
+            **_calibration_scores(task, _top(traces["calibration"]), labels)}, None
+
+
+def _calibration_scores(task: Task, preds: np.ndarray, labels: np.ndarray) -> dict[str, float | None]:
+    """The reference's main score and accuracy on the calibration slice (None on an empty slice)."""
+    if not len(labels):
+        return {"calibration": None, "calibration_accuracy": None}
+    return {"calibration": scores(task.metrics, preds, labels)[task.main_metric],
+            "calibration_accuracy": float(np.mean(preds == labels))}
+
+
+def _readable(path: Path) -> dict[str, Any] | None:
+    """The record at `path`, or None when there is none that this version can read (`run` recomputes a damaged
+    one where it is asked for)."""
+    try:
+        return read_record(path) if path.exists() else None
+    except UserError:
+        return None

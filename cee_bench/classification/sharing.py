@@ -1,9 +1,9 @@
 """One training per distinct training key: `MethodTrainer` trains a method's stages, shares them across methods and
-keeps them in the model store (`cee_bench.classification.store`).
+keeps them in the model store (`cee_bench.store`, with `cee_bench.classification.store` for the models' layout).
 
-A training key names what decides a set of trained weights: the method whose heads and loss train them, the stage
-settings, the stages before it (`parents`), the backbone's weights, the training and held-out rows (as tokenised),
-pooling and seed. The key is a hash of that identity as canonical JSON (`training_key`), so two methods whose stages
+A training key names what decides a set of trained weights: the code (`provenance.code_identity`'s fingerprint), the
+method whose heads and loss train them, the stage settings, the stages before it (`parents`), the backbone's weights,
+the training and held-out rows (as tokenised), pooling and seed. The key is a hash of that identity as canonical JSON (`training_key`), so two methods whose stages
 train the same thing (DeeBERT's stage 1 is `full`'s training, PCEE-BERT's and ConsistentEE's step 1 are PABEE's) get
 the same key and the second one loads what the first one trained — within one `run --methods all` and across runs.
 Methods declare this (`Method.shares`, `Method.adopt`, `Method.resumes_rounds`); this module owns the loop:
@@ -13,6 +13,8 @@ Methods declare this (`Method.shares`, `Method.adopt`, `Method.resumes_rounds`);
 - a method that trains in rounds (ConsistentEE) checkpoints each finished round through `StoreCheckpoints`, so an
   interrupted run resumes at the round it was in, and each α is its own training (another `--grid` reuses the α
   values it shares with the stored ones).
+- a key is found, trained and stored under its lock (`MethodTrainer.claim`), so a second process that needs the same
+  key (another `cee-bench run` on the same folder, a job of a sweep) waits and then loads it: one training per key.
 
 The device and the number of processes are not part of a key: a run on another device re-evaluates and re-times the
 stored weights (the entry says where they were trained). `retrain` reuses only entries written by this run. A stored
@@ -25,9 +27,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ContextManager
 
 import torch
 
@@ -36,17 +39,18 @@ from cee_bench.classification.data import Encoded
 from cee_bench.classification.fit import Checkpoints, FitContext
 from cee_bench.classification.method import Method, build_model, resolve_stages
 from cee_bench.classification.multiexit import MultiExitModel
-from cee_bench.classification.store import SINGLE, drop_entry, load_weights, read_entry, save_entry, store_root
+from cee_bench.classification.store import SINGLE, load_weights, save_entry
 from cee_bench.progress import Progress
+from cee_bench.provenance import code_identity
 from cee_bench.registry import get_method
-from cee_bench.results import jsonable, result_path
+from cee_bench.results import result_path
+from cee_bench.store import ModelStore, canonical, training_key
 from cee_bench.tasks import Task
 from cee_bench.training import Stage
 
 if TYPE_CHECKING:
     from cee_bench.options import RunOptions
 
-KEY_VERSION = 1  # bump when a change to the training code changes what a training key's weights are
 
 
 @dataclass
@@ -61,17 +65,6 @@ class Trained:
     model_store: dict[str, Any] | None
     training: dict[str, Any] = field(default_factory=dict)
     stage_keys: dict[str, str] = field(default_factory=dict)  # shared stage name → its training key
-
-
-def canonical(value: Any) -> Any:
-    """`value` as the JSON it is stored as (tuples become lists, numpy scalars numbers)."""
-    return json.loads(json.dumps(value, default=jsonable))
-
-
-def training_key(identity: dict[str, Any]) -> str:
-    """The store key of a training: sha256 of its identity as canonical JSON (sorted keys), shortened."""
-    text = json.dumps(canonical(identity), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
 def weights_digest(module: torch.nn.Module) -> str:
@@ -96,9 +89,10 @@ def data_digest(data: Encoded) -> str:
 
 def base_identity(task: Task, encoder: torch.nn.Module, data: dict[str, Encoded], *, pooling: str, seed: int,
                   eval_batch_size: int, dtype: str) -> dict[str, Any]:
-    """What every training of a run shares: task, backbone weights, training and held-out rows, pooling, seed and
-    the precision it trains at (bf16 weights are other weights than fp32's)."""
-    return {"version": KEY_VERSION, "task": task.name, "num_labels": task.num_labels,
+    """What every training of a run shares: the code (its fingerprint, so weights trained by other code are never
+    reused as this code's: no version number to remember to bump), task, backbone weights, training and held-out
+    rows, pooling, seed and the precision it trains at (bf16 weights are other weights than fp32's)."""
+    return {"code": code_identity()["fingerprint"], "task": task.name, "num_labels": task.num_labels,
             "backbone": weights_digest(encoder), "pooling": pooling, "seed": seed, "eval_batch_size": eval_batch_size,
             "dtype": dtype,
             "data": {"train": data_digest(data["train"]), "heldout": data_digest(data["heldout"])}}
@@ -111,38 +105,42 @@ class MethodTrainer:
                  stages: dict[str, Stage], opts: RunOptions, progress: Progress, eval_batch_size: int) -> None:
         self.method, self.task, self.encoder, self.data, self.stages = method, task, encoder, data, stages
         self.opts, self.progress, self.eval_batch_size = opts, progress, eval_batch_size
-        self.root = store_root(opts.output_dir, task.name) if opts.share else None
+        self.store = ModelStore(opts.output_dir, task.name, log=progress.log, warn=progress.warn) \
+            if opts.share else None
+        if self.store is not None and distributed.is_main():
+            self.store.clear_debris()
         self.base = base_identity(task, encoder, data, pooling=opts.pooling, seed=opts.seed, dtype=opts.dtype,
                                   eval_batch_size=eval_batch_size)
-        self.training: dict[str, Any] = {"store": "off" if self.root is None else
+        self.training: dict[str, Any] = {"store": "off" if self.store is None else
                                          "retrain" if opts.retrain else "reuse",
                                          "reused_from": [], "trained": [], "not_shared": {}, "steps": 0}
 
     # --- the store ------------------------------------------------------------------------------------------------
 
+    def claim(self, key: str) -> ContextManager[None]:
+        """Hold `key`'s lock on the main process (the others follow it): `find`, train and `save` inside."""
+        return self.store.claim(key) if self.store is not None and distributed.is_main() else nullcontext()
+
     def find(self, key: str, identity: dict[str, Any]) -> dict[str, Any] | None:
-        """The stored entry of `key` when its identity is exactly `identity` (and, under `retrain`, this run wrote
+        """The verified entry of `key` when its identity is exactly `identity` (and, under `retrain`, this run wrote
         it); the main process decides, so every process makes the same choice."""
         entry = None
-        if self.root is not None and distributed.is_main() and (not self.opts.retrain or key in self.opts.fresh):
-            entry = read_entry(self.root / key)
-            if entry is not None and entry.get("identity") != canonical(identity):
-                self.progress.log(f"  [dim]store entry {key} holds another training: not reused[/dim]")
-                entry = None
+        if self.store is not None and distributed.is_main() and (not self.opts.retrain or key in self.opts.fresh):
+            entry = self.store.find(key, identity)
         return distributed.from_main(entry)
 
     def load(self, key: str, model: MultiExitModel) -> None:
-        load_weights(self.root / key, model)
+        load_weights(self.store.folder(key), model)
 
     def save(self, key: str, identity: dict[str, Any], model: MultiExitModel, layout: Method,
              info: dict[str, Any]) -> None:
         """Store `model` (built as `layout`) under `key`; main process only, then every process waits, so the next
         method of this run finds it on any process."""
-        if self.root is None:
+        if self.store is None:
             return
         if distributed.is_main():
             record = result_path(Path("."), self.task.name, self.method.name, self.opts.seed)
-            save_entry(self.root / key, model, task=self.task.name, method=layout.name, seed=self.opts.seed,
+            save_entry(self.store.folder(key), model, task=self.task.name, method=layout.name, seed=self.opts.seed,
                        pooling=self.opts.pooling, backbone=self.encoder,
                        extra={"key": key, "identity": canonical(identity), **canonical(info),
                               "trained_by": {"method": self.method.name, "record": str(record)},
@@ -152,8 +150,9 @@ class MethodTrainer:
         distributed.barrier()
 
     def drop(self, key: str) -> None:
-        if self.root is not None and distributed.is_main():
-            drop_entry(self.root / key)
+        if self.store is not None and distributed.is_main():
+            with self.store.claim(key):
+                self.store.drop(key)
 
     # --- the training block -----------------------------------------------------------------------------------------
 
@@ -184,17 +183,19 @@ class MethodTrainer:
         identity = {**self.base, "recipe": layout.trained_as or layout.name, "parents": parents,
                     "stages": {name: asdict(stage) for name, stage in stages.items()}}
         key = training_key(identity)
-        entry = self.find(key, identity)
-        if entry is not None:
-            self.load(key, model)
-            self.reused(label, key, entry)
-            return key, entry
-        ctx = ctx or self.context(model, stages)
-        torch.manual_seed(self.opts.seed)
-        if layout.fit(ctx):
-            raise TypeError(f"{layout.name}.fit returns several models: set resumes_rounds and use ctx.checkpoints")
-        info = {"log": ctx.log, "meta": ctx.meta, "steps": sum(ctx.steps.values()), "stage_steps": ctx.steps}
-        self.save(key, identity, model, layout, info)
+        with self.claim(key):  # a second process training this key waits here, then loads what this one stored
+            entry = self.find(key, identity)
+            if entry is not None:
+                self.load(key, model)
+                self.reused(label, key, entry)
+                return key, entry
+            ctx = ctx or self.context(model, stages)
+            torch.manual_seed(self.opts.seed)
+            if layout.fit(ctx):
+                raise TypeError(f"{layout.name}.fit returns several models: set resumes_rounds and use "
+                                "ctx.checkpoints")
+            info = {"log": ctx.log, "meta": ctx.meta, "steps": sum(ctx.steps.values()), "stage_steps": ctx.steps}
+            self.save(key, identity, model, layout, info)
         self.trained(label, key, ctx.steps)
         return key, canonical(info)
 
@@ -240,7 +241,8 @@ class MethodTrainer:
             meta.update(entry["meta"])
             files = {SINGLE: key}
         model.to(torch.device(opts.resolved_device)).eval()
-        store = None if self.root is None else {"path": str(self.root.relative_to(opts.output_dir)), "files": files}
+        store = None if self.store is None else {"path": str(self.store.root.relative_to(opts.output_dir)),
+                                                 "files": files}
         return Trained(model, variants, log, meta, store, self.training, dict(zip(method.shares, parents)))
 
 
@@ -265,7 +267,8 @@ class StoreCheckpoints(Checkpoints):
         self._chain[series] = (0, self._executed())
         for round_number in range(rounds, 0, -1):
             key, identity = self._key(series, settings, round_number)
-            entry = self.trainer.find(key, identity)
+            with self.trainer.claim(key):
+                entry = self.trainer.find(key, identity)
             if entry is not None:
                 self.trainer.load(key, model)
                 self.trainer.reused(f"{series} rounds 1-{round_number}", key, entry)
@@ -279,8 +282,9 @@ class StoreCheckpoints(Checkpoints):
         stored, mark = self._chain.get(series, (0, self._executed()))
         now = self._executed()
         key, identity = self._key(series, settings, round_number)
-        self.trainer.save(key, identity, model, self.trainer.method,
-                          {"log": log, "steps": stored + now - mark, "round": round_number})
+        with self.trainer.claim(key):
+            self.trainer.save(key, identity, model, self.trainer.method,
+                              {"log": log, "steps": stored + now - mark, "round": round_number})
         self.trainer.trained(f"{series} round {round_number}", key, {"rounds": now - mark})
         previous = self.latest.get(series)
         if previous is not None and previous != key:

@@ -9,7 +9,7 @@ decoder without exits. A uniformly slower machine scales both halves and leaves 
 slower relative to the backbone moves it (`suite.py` runs the suite and reads these figures).
 
 Early-exit ratios are further divided by the ratio the layer count predicts (E[l]/L), so the gated figure does not
-move when a method merely exits elsewhere: for early exit it is 1 / realised fraction (DESIGN.md, "Numbers").
+move when a method merely exits elsewhere: for early exit it is 1 / realised fraction (docs/DESIGN.md, "Numbers").
 
 Each benchmark is gated against its own noise (`compare.py`): the saved run (`saved_run.py`; the command line's
 `--baseline`) stores the median of several runs and their spread, a benchmark regresses when its change exceeds

@@ -26,6 +26,10 @@ from cee_bench.results import write_json
 
 SAVED_RUN_FORMAT = 2
 SAVED_RUNS_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "saved_runs"
+# Which committed saved run a machine without its own gates against, per device: {"cpu": "<file>.json"} (CI's runner).
+DEFAULTS_NAME = "defaults.json"
+# What a change of which can move a timing, besides the machine: pytest-benchmark's machine_info key → package.
+VERSIONS = {"python_version": "python", "torch": "torch", "transformers": "transformers"}
 
 
 @dataclass(frozen=True)
@@ -117,14 +121,62 @@ class SavedRun:
         return Machine.of_info(self.machine_info)
 
 
+def saved_runs(device: str) -> list[Path]:
+    """The committed saved runs of a device, by file name (a GPU's end in `-cuda`)."""
+    return sorted(p for p in SAVED_RUNS_DIR.glob("*.json")
+                  if p.name != DEFAULTS_NAME and p.stem.endswith("-cuda") == (device == "cuda"))
+
+
 def default_path(device: str, machine: Machine, saving: bool) -> Path:
-    """This machine's saved run; when it has none (and we are not saving one), the device's committed saved run from
-    another machine, so a new runner still gates what transfers and says so."""
+    """This machine's saved run; when it has none (and we are not saving one), the device's designated default in
+    `defaults.json` (a new runner still gates what transfers, and says so), else the device's only saved run. Several
+    and none designated is refused rather than one picked by its name."""
     own = SAVED_RUNS_DIR / f"{machine.slug}.json"
     if saving or own.is_file():
         return own
-    others = sorted(p for p in SAVED_RUNS_DIR.glob("*.json") if p.stem.endswith("-cuda") == (device == "cuda"))
+    designated = _defaults().get(device)
+    if designated:
+        return SAVED_RUNS_DIR / designated
+    others = saved_runs(device)
+    if len(others) > 1:
+        raise UserError(f"no saved run of this machine ({own.name}) and {len(others)} of other machines with none "
+                        f"designated for {device}: pass --baseline FILE, or name one under \"{device}\" in "
+                        f"{SAVED_RUNS_DIR / DEFAULTS_NAME}")
     return others[0] if others else own
+
+
+def _defaults() -> dict[str, str]:
+    path = SAVED_RUNS_DIR / DEFAULTS_NAME
+    if not path.is_file():
+        return {}
+    try:
+        raw = json.loads(path.read_text())
+        if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
+            raise ValueError("expected an object of device → file name")
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path} is corrupt ({exc}); restore it from git") from None
+    return raw
+
+
+def version_changes(saved: SavedRun, now: dict[str, str | None]) -> str | None:
+    """One line naming what of python, torch and transformers differs from the saved run's (only what it recorded:
+    older saved runs lack transformers), or None."""
+    changed = [f"{VERSIONS[key]} {saved.machine_info[key]} → {now.get(key)}" for key in VERSIONS
+               if saved.machine_info.get(key) is not None and saved.machine_info[key] != now.get(key)]
+    if not changed:
+        return None
+    return (f"versions differ from the baseline's: {', '.join(changed)}; a change of speed may come from them, not "
+            "from the code")
+
+
+def current_versions() -> dict[str, str | None]:
+    """This process's python, torch and transformers, keyed as the saved run's machine_info keys them."""
+    import platform
+
+    from cee_bench.provenance import package_version
+
+    return {"python_version": platform.python_version(),
+            **{key: package_version(name) for key, name in VERSIONS.items() if name != "python"}}
 
 
 def load(path: Path, device: str, backbone: str) -> SavedRun:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import sys
 import tempfile
 from dataclasses import dataclass
 from importlib.util import find_spec
@@ -39,6 +38,11 @@ def figures_of(bench: dict[str, Any]) -> Figures:
                    reference=info["reference"], machine_independent=info["machine_independent"],
                    mean_exit_layer=info.get("mean_exit_layer"),
                    realised_fraction=1 / normalised if info.get("exits") else None)
+
+
+class SuiteFailed(Exception):
+    """The suite crashed or a benchmark errored: no figures, so no verdict (the command's own exit code, not a
+    regression's)."""
 
 
 @dataclass(frozen=True)
@@ -80,8 +84,7 @@ def run_suite(device: str, keyword: str | None = None, names: list[str] | None =
                 "--benchmark-disable-gc", "-q", "-p", "no:cacheprovider", *(["-k", keyword] if keyword else [])]
         code = pytest.main(args)
         if code != pytest.ExitCode.OK or not report.is_file():
-            print(f"the benchmark suite failed (pytest exit code {int(code)}); see its output above", file=sys.stderr)
-            raise SystemExit(1)
+            raise SuiteFailed(f"the benchmark suite failed (pytest exit code {int(code)}); see its output above")
         raw = json.loads(report.read_text())
     figures = {bench["name"].removeprefix("test_"): figures_of(bench) for bench in raw["benchmarks"]}
     return SuiteRun(figures, raw["machine_info"], raw["commit_info"])

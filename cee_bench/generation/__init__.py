@@ -2,6 +2,6 @@
 the generation recipe the run shell hands generation tasks to. Its methods live where classification's do: CALM in
 `baselines/calm.py`, ConsistentEE-LLM in `generation/consistentee.py`, both registered in `cee_bench.registry`.
 
-Heavy libraries (transformers, peft, bert_score) are imported inside functions so that importing this package stays
+Heavy libraries (transformers, bert_score) are imported inside functions so that importing this package stays
 instant.
 """

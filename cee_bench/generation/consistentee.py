@@ -1,4 +1,4 @@
-"""ConsistentEE for generation (ConsistentEE-LLM, METHODS.md §2), the whole method in one module: per-token policy
+"""ConsistentEE for generation (ConsistentEE-LLM, docs/METHODS.md §2), the whole method in one module: per-token policy
 networks, their training stages, the inference rule and the method (`METHOD`: its candidates and record metadata).
 
 Architecture: a policy `Linear(H, 1)` + sigmoid per exit layer on the final-RMS-normed state of the token (§2.1);
@@ -153,21 +153,36 @@ class ConsistentEELLM(GenerationMethod):
         return tuple(sorted(float(a) for a in grid))
 
     def candidates(self, ctx: TrainingContext, grid: Sequence[float]) -> tuple[list[Candidate], dict[str, Any]]:
-        preset, data = ctx.preset, ctx.states
-        base, ce = ctx.anytime
-        normed = normed_exit_states(base, data)
+        preset, base = ctx.preset, ctx.anytime
+        normed: list[torch.Tensor] = []  # the policy's inputs, computed once when a policy trains
         info: dict[str, Any] = {"per_alpha": {}}
         candidates = []
         for alpha in grid:
             view = MultiExitLM(ctx.lm, ctx.exit_layers, copy.deepcopy(base.adapters))
-            policy = train_token_policy(view, data, ce, normed, alpha=alpha, steps=preset.policy_steps,
-                                        lr=preset.policy_lr, batch=preset.policy_batch, copies=preset.policy_copies,
-                                        seed=ctx.seed, progress=ctx.progress)
-            exits = policy_exit_layers(view, policy, normed)
-            train_exits_at_policy(view, data, exits, steps=preset.stage3_steps, lr=preset.stage3_lr,
-                                  batch=preset.exit_batch, seed=ctx.seed, progress=ctx.progress)
-            info["per_alpha"][str(alpha)] = {"train_mean_exit_layer": float(exits.float().mean())}
-            candidates.append(Candidate({"threshold": 0.5, "alpha": alpha}, view, PolicyRule(policy)))
+            policy = PolicyNetworks(view.num_layers, ctx.hidden_size)
+
+            def train(view: MultiExitLM = view, policy: PolicyNetworks = policy, alpha: float = alpha
+                      ) -> dict[str, Any]:
+                data = ctx.states
+                if not normed:
+                    normed.append(normed_exit_states(base, data))
+                trained = train_token_policy(view, data, ctx.anytime_ce, normed[0], alpha=alpha,
+                                             steps=preset.policy_steps, lr=preset.policy_lr,
+                                             batch=preset.policy_batch, copies=preset.policy_copies, seed=ctx.seed,
+                                             progress=ctx.progress)
+                policy.load_state_dict(trained.state_dict())
+                exits = policy_exit_layers(view, policy, normed[0])
+                train_exits_at_policy(view, data, exits, steps=preset.stage3_steps, lr=preset.stage3_lr,
+                                      batch=preset.exit_batch, seed=ctx.seed, progress=ctx.progress)
+                return {"train_mean_exit_layer": float(exits.float().mean()), "training_positions": data.size}
+
+            settings = {**ctx.anytime_settings, "alpha": alpha, "policy_steps": preset.policy_steps,
+                        "policy_lr": preset.policy_lr, "policy_batch": preset.policy_batch,
+                        "policy_copies": preset.policy_copies, "stage3_steps": preset.stage3_steps,
+                        "stage3_lr": preset.stage3_lr}
+            info["per_alpha"][str(alpha)] = ctx.obtain("consistentee-policy", settings,
+                                                       {"policy": policy, "adapters": view.adapters}, train)
+            candidates.append(Candidate({"threshold": 0.5, "alpha": alpha}, view, PolicyRule(policy.eval())))
         return candidates, info
 
     def metadata(self, preset: GenerationPreset) -> dict[str, Any]:

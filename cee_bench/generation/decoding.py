@@ -1,6 +1,6 @@
 """Token-level early-exit decoding with a KV cache and state copying (batch 1).
 
-The prompt runs every layer (METHODS.md §2.3). Each later token runs layer by layer; after every exit layer the
+The prompt runs every layer (docs/METHODS.md §2.3). Each later token runs layer by layer; after every exit layer the
 method's rule decides whether to stop. When a token exits at layer i, every deeper layer j > i still needs a key and
 value for that position, or later tokens would attend to a hole: we run only layer j's input norm and K/V
 projections (with rotary) on the *exited* state h_i and append them to layer j's cache — CALM's state propagation

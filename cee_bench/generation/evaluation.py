@@ -58,13 +58,17 @@ def decode_speed(generations: Sequence[Generation]) -> float:
 def curve_point(generations: Sequence[Generation], texts: Sequence[str], references: Sequence[str],
                 full_texts: Sequence[str], *, full_tokens_per_s: float, num_layers: int,
                 example_ids: Sequence[str], **labels: object) -> dict:
-    """One point of the quality-speed curve; `labels` (threshold, alpha, ...) are stored as given."""
+    """One point of the quality-speed curve; `labels` (threshold, alpha, ...) are stored as given. Its `examples`
+    are the per-prompt values the means come from — ROUGE-L, BERT-F, the layers its decode tokens ran and how many
+    there were — which the recipe moves to the record's per-example log, so the report can resample prompts and seeds
+    (two-level intervals and the verdict, as for classification)."""
     layers = [layer for g in generations for layer in g.decode_exit_layers]
     tokens_per_s = decode_speed(generations)
+    rouge, bert = rouge_l(texts, references), bert_f(texts, references)
     return {
         **labels,
-        "rouge_l": mean(rouge_l(texts, references)),
-        "bert_f": mean(bert_f(texts, references)),
+        "rouge_l": mean(rouge),
+        "bert_f": mean(bert),
         "rouge_l_vs_full": mean(rouge_l(texts, full_texts)),
         **layer_stats(layers, num_layers),
         "tokens_per_s": tokens_per_s,
@@ -72,6 +76,9 @@ def curve_point(generations: Sequence[Generation], texts: Sequence[str], referen
         "generated_tokens": sum(len(g.tokens) for g in generations),
         "audit": [{"id": i, "exit_layers": g.exit_layers}
                   for i, g in zip(example_ids[:AUDIT_EXAMPLES], generations[:AUDIT_EXAMPLES])],
+        "examples": {"rouge_l": [round(v, 5) for v in rouge], "bert_f": [round(v, 5) for v in bert],
+                     "layers": [sum(g.decode_exit_layers) for g in generations],
+                     "tokens": [len(g.decode_exit_layers) for g in generations]},
     }
 
 

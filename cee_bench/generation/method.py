@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
+from torch import nn
 
 from cee_bench.generation.decoding import TokenExitRule
 from cee_bench.generation.model import ExitAdapters, MultiExitLM
@@ -26,6 +27,9 @@ from cee_bench.generation.tasks import PromptExample
 from cee_bench.generation.training import TrainingStates, collect_token_states, per_exit_outputs, train_exits_weighted
 from cee_bench.presets import GenerationPreset
 from cee_bench.progress import Progress
+
+if TYPE_CHECKING:
+    from cee_bench.generation.sharing import GenerationStore
 
 
 @dataclass
@@ -37,7 +41,8 @@ class Candidate:
 
 @dataclass
 class TrainingContext:
-    """The frozen backbone, its exit layers and the training text; states are computed on first use only."""
+    """The frozen backbone, its exit layers and the training text; states are computed on first use only, and every
+    trained part goes through the model store when the run has one (`store`: `generation.sharing`)."""
 
     lm: Any
     tokenizer: Any
@@ -47,6 +52,20 @@ class TrainingContext:
     seed: int
     progress: Progress = field(default_factory=Progress.quiet)
     notes: dict[str, Any] = field(default_factory=dict)
+    store: GenerationStore | None = None
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.lm.config.hidden_size)
+
+    def obtain(self, part: str, settings: dict[str, Any], modules: dict[str, nn.Module],
+               train: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """Give `modules` the weights of `part` (see `GenerationStore.obtain`): loaded from the store when there, else
+        trained by `train()`; returns what the record notes about the training. `training_positions` (which every
+        `train` notes) goes to the run's `notes`, as when the states are computed."""
+        notes = dict(train() if self.store is None else self.store.obtain(part, settings, modules, train))
+        self.notes["training_positions"] = notes.pop("training_positions")
+        return notes
 
     @cached_property
     def states(self) -> TrainingStates:
@@ -55,20 +74,43 @@ class TrainingContext:
         self.notes["training_positions"] = data.size
         return data
 
+    @property
+    def anytime_settings(self) -> dict[str, Any]:
+        preset = self.preset
+        return {"adapter_rank": preset.adapter_rank, "exit_steps": preset.exit_steps, "exit_lr": preset.exit_lr,
+                "exit_batch": preset.exit_batch}
+
     @cached_property
-    def anytime(self) -> tuple[MultiExitLM, torch.Tensor]:
+    def anytime(self) -> MultiExitLM:
         """Exits trained with the weighted per-exit CE `Σ i·CE_i / Σ i` — CALM's anytime-prediction loss (§8.2)
-        and ConsistentEE's stage 1 (§2.2) are the same objective, so it is trained once per run and shared —
-        and every exit's CE on the training positions afterwards ([E, N], for the policy's rewards)."""
-        preset, data = self.preset, self.states
+        and ConsistentEE's stage 1 (§2.2) are the same objective, so it is trained once per run and shared (and
+        once per training key across runs, through the store). The adapters start from the run's seed, whichever
+        method needs them first, so that a stored training is the one any run would make."""
+        preset = self.preset
+        torch.manual_seed(self.seed)
         mlm = MultiExitLM(self.lm, self.exit_layers,
-                          ExitAdapters(len(self.lm.model.layers), data.states.shape[-1], preset.adapter_rank))
-        losses = train_exits_weighted(mlm, data, steps=preset.exit_steps, lr=preset.exit_lr,
-                                      batch=preset.exit_batch, seed=self.seed, progress=self.progress)
-        ce, _ = per_exit_outputs(mlm, data)
-        self.notes["anytime_exits"] = {"loss_first_last": [losses[0], losses[-1]] if losses else None,
-                                       "ce_per_exit": [round(float(v), 3) for v in ce.mean(1)]}
-        return mlm, ce
+                          ExitAdapters(len(self.lm.model.layers), self.hidden_size, preset.adapter_rank))
+        computed: list[torch.Tensor] = []
+
+        def train() -> dict[str, Any]:
+            data = self.states
+            losses = train_exits_weighted(mlm, data, steps=preset.exit_steps, lr=preset.exit_lr,
+                                          batch=preset.exit_batch, seed=self.seed, progress=self.progress)
+            ce, _ = per_exit_outputs(mlm, data)
+            computed.append(ce)
+            return {"training_positions": data.size,
+                    "anytime_exits": {"loss_first_last": [losses[0], losses[-1]] if losses else None,
+                                      "ce_per_exit": [round(float(v), 3) for v in ce.mean(1)]}}
+
+        self.notes.update(self.obtain("anytime-exits", self.anytime_settings, {"adapters": mlm.adapters}, train))
+        if computed:  # the training computed it already
+            self.__dict__["anytime_ce"] = computed[0]
+        return mlm
+
+    @cached_property
+    def anytime_ce(self) -> torch.Tensor:
+        """Every anytime exit's CE on the training positions ([E, N]: the policy's rewards)."""
+        return per_exit_outputs(self.anytime, self.states)[0]
 
 
 class GenerationMethod:

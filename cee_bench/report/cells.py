@@ -1,10 +1,13 @@
 """A report's cells, both kinds: one (task, method, operating point) aggregated over its seeds, with its intervals.
 
-Classification (the Table 3 mirror): mean, seed sd and a 95% paired-bootstrap interval over the dev examples
-(`cee_bench.intervals`) of the score and the saved layers, plus Δ vs the full model with its own paired interval, from
-each seed's per-example log. Generation: mean and seed sd of quality and speed at each named operating point and
-curve point; its records keep per-example exit layers (at the `ltt` point) but no per-example scores, so the one
-interval is the saved layers'. The same resamples serve every method of a task (seeded by its name and size).
+Classification (the Table 3 mirror): mean and seed sd of the score and the saved layers, each with its 95% two-level
+paired-bootstrap interval (seeds, then dev examples: `report.evidence`, `cee_bench.intervals`); Δ vs the full model
+and Δ vs the method's own top layer, each with its paired interval; the measured speed-ups with theirs; whether the
+cell — or, for the full model, the task — is a constant predictor; what a Learn-then-Test point guarantees.
+Generation: the same seed aggregation and two-level intervals of ROUGE-L, BERT-F and saved layers at each named
+operating point and curve point, from the per-example values its records keep.
+
+Each cell is a plain dict (a CSV row); the samples behind it stay in `MethodEvidence` for the verdict.
 """
 
 from __future__ import annotations
@@ -14,34 +17,21 @@ from typing import Any
 
 import numpy as np
 
-from cee_bench.intervals import DEFAULT_RESAMPLES, PairedBootstrap, interval, metric_samples, saved_layer_samples
+from cee_bench.intervals import DEFAULT_RESAMPLES
+from cee_bench.report.evidence import RATIO, UNIT, Samples, TaskEvidence, curve_entry, op_entry, seed_level
 from cee_bench.report.grouping import OP_LABELS, TABLE_KEYS, TASK_KEYS, Group, method_order, op_order, record_fields
+from cee_bench.results import unpack_digits
 
 NO_LOG = "no per-example log"
-NO_SCORES = "saved layers only: generation records keep no per-example scores"
 FALLBACK = "fallback: full depth"  # a Learn-then-Test point that found no safe candidate, either kind
 GENERATION_FIELDS = ("rouge_l", "bert_f", "mean_layers_per_token", "saved_layers", "speedup_measured", "tokens_per_s")
+ONE_CLASS = 0.95  # a predictor answering one class on this share of the rows is a constant predictor
+NOISE = 1.05  # a realised fraction above this is timing noise (1.0 is the physical limit of skipping layers)
+LTT_POINT = "ltt90_le1"
+DEGENERATE = "degenerate: the full model is a constant predictor"
 
 
-# ---------------------------------------------------------------- classification: seeds, intervals, Δ
-
-def _per_example(record: dict[str, Any], op: str, ids: list[str] | None) -> tuple[np.ndarray, np.ndarray] | None:
-    """(predictions, exit layers) of one operating point on the task's dev examples, or None when the record has no
-    per-example log (records written before logs existed) or logged other examples."""
-    log = record.get("per_example") or {}
-    point = (log.get("points") or {}).get(op)
-    if ids is None or log.get("ids") != ids or not point or "predictions" not in point:
-        return None
-    return np.asarray(point["predictions"]), np.asarray(point["exit_layers"])
-
-
-def _task_examples(records: list[dict[str, Any]]) -> tuple[list[str] | None, np.ndarray | None]:
-    for r in records:
-        log = r.get("per_example") or {}
-        if log.get("ids") and log.get("labels") is not None:
-            return list(log["ids"]), np.asarray(log["labels"])
-    return None, None
-
+# ---------------------------------------------------------------- small helpers
 
 def _mean(values: list[float | None]) -> float | None:
     present = [v for v in values if v is not None]
@@ -52,8 +42,16 @@ def _sd(values: list[float]) -> float | None:
     return float(np.std(values, ddof=1)) if len(values) > 1 else None
 
 
-def _latency(point: dict[str, Any], batch: str, key: str) -> float | None:
-    return point.get("latency", {}).get(batch, {}).get(key)
+def _latency(point: dict[str, Any], batch: str) -> dict[str, Any]:
+    return (point.get("latency") or {}).get(batch) or {}
+
+
+def _ms(latency: dict[str, Any], side: str, stat: str) -> float | None:
+    """A latency statistic of one side: the new per-side summaries ({p50, p90, p99, ...}) or the old flat keys."""
+    summary = latency.get(f"{side}_ms")
+    if isinstance(summary, dict):
+        return summary.get(stat)
+    return latency.get(f"{side}_ms_{'median' if stat == 'p50' else stat}")
 
 
 def converged_at(record: dict[str, Any], threshold: Any, flag: str = "converged") -> bool | None:
@@ -73,25 +71,80 @@ def converged_at(record: dict[str, Any], threshold: Any, flag: str = "converged"
     return None
 
 
+def guarantee(point: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+    """What a Learn-then-Test point certifies, from what its record says: the metric (a disagreement rate bounds
+    the accuracy drop, whatever the task's main metric), the reference the risk is taken against, the split it was
+    calibrated on and the confidence. Records from before the calibration slice certified against the method's own top
+    layer on held-out; where the method had fitted something on those very rows (Right-Tool's temperatures,
+    ConsistentEE's convergence test), the guarantee does not hold, and `void` says why."""
+    ltt = point.get("ltt") or {}
+    reference = ltt.get("reference") or "own top layer"
+    split = ltt.get("split") or "heldout"
+    log = (record.get("method_meta") or {}).get("log") or {}
+    fitted = [what for what, used in (("temperatures", (log.get("calibration") or {}).get("split") == split),
+                                      ("convergence test", "convergence" in log and split == "heldout")) if used]
+    return {"guarantee_metric": ltt.get("metric") or "accuracy", "guarantee_reference": reference,
+            "guarantee_split": split, "guarantee_confidence": 1 - float(ltt.get("epsilon", 0.1)),
+            "guarantee_loss": float(ltt.get("loss", 0.01)),
+            "guarantee_void": (f"its {' and '.join(fitted)} {'was' if fitted == ['convergence test'] else 'were'} "
+                               f"fitted on the same {split} rows") if fitted else ""}
+
+
+def guarantee_label(cells: list[dict[str, Any]]) -> str:
+    """The row label of Learn-then-Test points: metric, reference, split and confidence, as their cells say."""
+    parts = {key: "/".join(dict.fromkeys(str(c.get(key)) for c in cells if c.get(key) is not None))
+             for key in ("guarantee_reference", "guarantee_split")}
+    confidence = "/".join(dict.fromkeys(f"{100 * c['guarantee_confidence']:.0f}%" for c in cells
+                                        if c.get("guarantee_confidence") is not None)) or "90%"
+    loss = "/".join(dict.fromkeys(f"{100 * c['guarantee_loss']:.0f}%" for c in cells
+                                  if c.get("guarantee_loss") is not None)) or "1%"
+    reference = (parts["guarantee_reference"] or "own top layer").replace("full-model record", "full model")
+    return f"≤{loss} acc. loss vs {reference} @{confidence} conf., LTT on {parts['guarantee_split'] or 'heldout'}"
+
+
+def op_label(op: str, cells: list[dict[str, Any]]) -> str:
+    return guarantee_label(cells) if op == LTT_POINT else OP_LABELS.get(op, op)
+
+
+# ---------------------------------------------------------------- classification
+
 @dataclass
-class _Reference:
-    """The full model of one task: dev score and bootstrap samples per seed."""
+class MethodEvidence:
+    """The samples behind one (task, method)'s cells, for the verdict: per operating point its score and saved
+    layers (and whether every seed reached it), the whole dev curve, the static-depth control, and whether the method
+    is a constant predictor at that point."""
 
-    scores: dict[Any, float]
-    samples: dict[Any, np.ndarray]
+    task: str
+    method: str
+    display: str
+    kind: str
+    seeds: list[Any]
+    points: dict[str, tuple[Samples | None, Samples | None]] = field(default_factory=dict)
+    reached: dict[str, bool] = field(default_factory=dict)
+    constant: dict[str, bool] = field(default_factory=dict)
+    void: dict[str, str] = field(default_factory=dict)  # op → why its guarantee does not hold
+    curve: tuple[Samples, Samples] | None = None
+    static: tuple[Samples, Samples] | None = None
+    multi_exit: bool = True
 
-    def score(self, seed: Any) -> float | None:
-        return self.scores.get(seed, _mean(list(self.scores.values())))
 
-    def sample(self, seed: Any) -> np.ndarray | None:
-        if seed in self.samples:
-            return self.samples[seed]
-        return np.mean(list(self.samples.values()), axis=0) if self.samples else None
+@dataclass
+class TaskCells:
+    """One task of one group: its evidence, its cells, the full model's score samples and whether it is
+    degenerate (why, in words)."""
+
+    evidence: TaskEvidence
+    cells: list[dict[str, Any]]
+    methods: dict[str, MethodEvidence]
+    reference: Samples | None
+    degenerate: str = ""
 
 
-def _cell(task: str, method: str, op: str, points: list[tuple[dict, dict]], boot: PairedBootstrap | None,
-          ids: list[str] | None, labels: np.ndarray | None, reference: _Reference | None) -> dict[str, Any]:
-    """One (task, method, operating point) aggregated over its seeds: the CSV row, which the tables render."""
+def _cell(task: str, method: str, op: str, points: list[tuple[dict, dict]], ev: TaskEvidence,
+          reference: tuple[dict[Any, float], Samples | None] | None, static: tuple[Samples, Samples] | None,
+          constant: tuple[int, float, np.ndarray] | None) -> tuple[dict[str, Any], Samples | None, Samples | None]:
+    """One (task, method, operating point) aggregated over its seeds: the CSV row, which the tables render, and its
+    score and saved-layers samples."""
     first, p0 = points[0]
     seeds = [r.get("seed") for r, _ in points]
     scores = [float(p["score"]) for _, p in points]
@@ -115,88 +168,255 @@ def _cell(task: str, method: str, op: str, points: list[tuple[dict, dict]], boot
                                             if p.get("real_vs_simulated_agreement") is not None), default=None),
         "reference_score": _mean([(r.get("reference") or {}).get("dev") for r, _ in points]),
         "reference_source": (first.get("reference") or {}).get("source"),
-        "score_ci_low": None, "score_ci_high": None, "saved_layers_ci_low": None, "saved_layers_ci_high": None,
         "delta_vs_full": None, "delta_ci_low": None, "delta_ci_high": None, "within_noise": None,
-        "bootstrap_resamples": None, "interval_note": "",
+        "top_layer_score": None, "top_layer_ci_low": None, "top_layer_ci_high": None,
+        "delta_vs_top": None, "delta_top_ci_low": None, "delta_top_ci_high": None, "within_noise_top": None,
+        "bootstrap_resamples": None, "interval_note": "", "interval_levels": None,
+        "constant_predictor": None, "one_class_share": None, "static_depth": None,
+        "degenerate": False, "degenerate_reason": "", "guarantee_empty": "",
     }
     row["met"] = row["met_seeds"] == len(points)
-    for batch in ("b1", "b32"):
-        row[f"speedup_wall_{batch}"] = _mean([_latency(p, batch, "speedup_wall") for _, p in points])
-        row[f"realised_fraction_{batch}"] = _mean([_latency(p, batch, "realised_fraction") for _, p in points])
-    row["latency_ms_b1"] = _mean([_latency(p, "b1", "ee_ms_median") for _, p in points])
-    row["full_latency_ms_b1"] = _mean([_latency(p, "b1", "full_ms_median") for _, p in points])
     converged = [converged_at(r, p.get("threshold")) for r, p in points]
     row["converged"] = None if all(c is None for c in converged) else all(c is not False for c in converged)
     row["collapsed"] = any(converged_at(r, p.get("threshold"), "collapsed") for r, p in points)
+    if op == LTT_POINT and method != "full":
+        row.update(guarantee(p0, first))
+        row["label"] = guarantee_label([row])
+    score_samples, saved_samples = ev.point(points, op)
+    _intervals(row, ev, score_samples, saved_samples)
     if reference is not None and method != "full":
-        row["delta_vs_full"] = float(np.mean([s - reference.score(seed) for s, seed in zip(scores, seeds)]))
-    _add_intervals(row, points, boot, ids, labels, reference)
+        by_seed, ref_samples = reference
+        fallback = float(np.mean(list(by_seed.values())))
+        row["delta_vs_full"] = float(np.mean([s - by_seed.get(seed, fallback) for s, seed in zip(scores, seeds)]))
+        if score_samples is not None and ref_samples is not None:
+            row["delta_ci_low"], row["delta_ci_high"], _ = ev.summary(score_samples.minus(ref_samples))
+            row["within_noise"] = _contains_zero(row["delta_ci_low"], row["delta_ci_high"])
+    _top_layer(row, points, ev, static, score_samples)
+    _constant(row, ev, points, op, score_samples, constant)
+    _static_depth(row, ev, points, op)
+    for batch in ("b1", "b32"):
+        _speed(row, ev, points, batch)
+    return row, score_samples, saved_samples
+
+
+def _contains_zero(low: float | None, high: float | None) -> bool | None:
+    return None if low is None or high is None else low <= 0.0 <= high
+
+
+def _intervals(row: dict[str, Any], ev: TaskEvidence, score: Samples | None, saved: Samples | None) -> None:
+    row["score_ci_low"], row["score_ci_high"], row["interval_levels"] = ev.summary(score, UNIT)
+    row["saved_layers_ci_low"], row["saved_layers_ci_high"], _ = ev.summary(saved, UNIT)
+    if row["interval_levels"] is not None:
+        row["bootstrap_resamples"] = ev.resamples
+    if score is None or not score.examples:
+        row["interval_note"] = NO_LOG
+
+
+def _top_layer(row: dict[str, Any], points: list[tuple[dict, dict]], ev: TaskEvidence,
+               static: tuple[Samples, Samples] | None, score: Samples | None) -> None:
+    """The top layer of the model the point runs (its training budget, apart from its exits) and the cell's Δ against
+    it, paired by seed: from the point's logged top-layer predictions, else (one model per method) the per-layer
+    predictions' last layer, else the record's per-layer scores without an interval."""
+    top = ev.top(points, row["operating_point"])
+    if top is None and static is not None and static[0].examples and static[0].values.shape[1] == row["num_layers"]:
+        top = static[0].at(-1)
+    if top is not None:
+        row["top_layer_score"] = float(top.estimate())
+        row["top_layer_ci_low"], row["top_layer_ci_high"], _ = ev.summary(top, UNIT)
+        if score is not None:
+            diff = score.minus(top)
+            row["delta_vs_top"] = float(diff.estimate())
+            row["delta_top_ci_low"], row["delta_top_ci_high"], _ = ev.summary(diff)
+            row["within_noise_top"] = _contains_zero(row["delta_top_ci_low"], row["delta_top_ci_high"])
+        return
+    tops = [((r.get("per_layer_scores") or {}).get("dev") or [None])[-1] for r, _ in points]
+    if all(t is not None for t in tops):
+        row["top_layer_score"] = float(np.mean(tops))
+        row["delta_vs_top"] = float(np.mean([float(p["score"]) - t for (_, p), t in zip(points, tops)]))
+
+
+def is_constant(ev: TaskEvidence, preds: np.ndarray | None, score: Samples | None,
+                constant: tuple[int, float, np.ndarray] | None) -> tuple[bool | None, float | None]:
+    """(whether a predictor is a constant predictor, the share of its most common class): it answers one class on
+    ≥ 95% of the rows (mean over seeds), or its score is not above the best constant predictor's (the interval of the
+    difference contains 0 or lies below it)."""
+    share = None
+    if preds is not None:
+        share = float(np.mean([np.bincount(p).max() / len(p) for p in np.atleast_2d(preds)]))
+    if constant is None or score is None:
+        return (share >= ONE_CLASS if share is not None else None), share
+    if score.examples:  # an interval over the seeds alone is too wide for 3 seeds to tell chance from skill
+        low, _, _ = ev.summary(Samples(score.seeds, score.values - constant[2][None, :], score.point - constant[1],
+                                       True))
+        above = low is not None and low > 0
+    else:
+        above = bool(score.estimate() > constant[1])
+    return bool((share is not None and share >= ONE_CLASS) or not above), share
+
+
+def _constant(row: dict[str, Any], ev: TaskEvidence, points: list[tuple[dict, dict]], op: str,
+              score: Samples | None, constant: tuple[int, float, np.ndarray] | None) -> None:
+    row["constant_score"] = constant[1] if constant is not None else None
+    row["constant_predictor"], row["one_class_share"] = is_constant(ev, ev.predictions(points, op), score, constant)
+
+
+def _static_depth(row: dict[str, Any], ev: TaskEvidence, points: list[tuple[dict, dict]], op: str) -> None:
+    """The layer every example of every seed exits at, when there is one below the top: the point is then a static
+    shallower model, not an adaptive rule (the static-depth control names it)."""
+    layers = set()
+    for r, p in points:
+        entry = ((ev.log(r) or {}).get("points") or {}).get(op) or {}
+        if "exit_layers" not in entry:
+            return
+        layers |= set(unpack_digits(entry["exit_layers"]))
+    if len(layers) == 1 and next(iter(layers)) < int(row["num_layers"]):
+        row["static_depth"] = next(iter(layers))
+
+
+def _speed(row: dict[str, Any], ev: TaskEvidence, points: list[tuple[dict, dict]], batch: str) -> None:
+    """The measured speed-up at one batch size with its interval: two-level over the timed examples' raw times where
+    every seed has them, over the seeds alone otherwise, or one seed's own interval over its rounds; the realised
+    fraction and its noise flag; batch-1 percentiles, peak memory and real exits that differ from the simulation."""
+    latency = [_latency(p, batch) for _, p in points]
+    row[f"speedup_wall_{batch}"] = _mean([lat.get("speedup_wall") for lat in latency])
+    row[f"realised_fraction_{batch}"] = _mean([lat.get("realised_fraction") for lat in latency])
+    row[f"realised_noise_{batch}"] = any(bool(lat.get("realised_above_limit")) or
+                                         (lat.get("realised_fraction") or 0) > NOISE for lat in latency)
+    samples = ev.speedup(points, batch)
+    low, high, levels = ev.summary(samples, RATIO)
+    if levels is None and len(latency) == 1 and latency[0].get("speedup_ci"):
+        (low, high), levels = latency[0]["speedup_ci"], "timing rounds (one seed)"
+    elif levels is not None and samples is not None and samples.examples:
+        levels = levels.replace("examples", "timed examples" if batch == "b1" else "timed batches")
+    elif levels is not None:
+        levels = levels.replace("per-example log", "per-example times")
+    row[f"speedup_{batch}_ci_low"], row[f"speedup_{batch}_ci_high"], row[f"speedup_{batch}_levels"] = low, high, levels
+    row[f"exit_mismatch_{batch}"] = sum(int(lat["exit_mismatch"]) for lat in latency if
+                                        lat.get("exit_mismatch") is not None) if any(
+        lat.get("exit_mismatch") is not None for lat in latency) else None
+    row[f"peak_memory_mb_{batch}"] = _mean([lat.get("peak_memory_mb") for lat in latency])
+    if batch == "b1":
+        for stat in ("p50", "p90", "p99"):
+            row[f"latency_{stat}_ms_b1"] = _mean([_ms(lat, "ee", stat) for lat in latency])
+            row[f"full_latency_{stat}_ms_b1"] = _mean([_ms(lat, "full", stat) for lat in latency])
+        row["latency_ms_b1"], row["full_latency_ms_b1"] = row["latency_p50_ms_b1"], row["full_latency_p50_ms_b1"]
+
+
+def _empty_cell(task: str, method: str, op: str, records: list[dict[str, Any]], reason: str) -> dict[str, Any]:
+    """A Learn-then-Test point that could not be computed (its tolerance or another derived quantity fell outside
+    its domain, e.g. a reference score of 0): a row that says why, and no number."""
+    first = records[0]
+    fields = record_fields(first)
+    row = {"kind": "classification", "task": task, "method": method, "method_display": first["method_display"],
+           "operating_point": op, "label": "", **{k: fields[k] for k in (*TABLE_KEYS, *TASK_KEYS)},
+           "metric": first["metric"], "num_layers": first["num_layers"], "seeds": len(records),
+           "seed_list": ";".join(str(r.get("seed")) for r in records), "met": False, "met_seeds": 0,
+           "fallback_seeds": 0, "reached_seeds": 0, "guarantee_empty": reason, "degenerate": False,
+           "converged": None, "within_noise": None, "interval_note": "", "score_mean": None,
+           **guarantee({"ltt": (first.get("guarantee") or {})}, first)}
+    row["label"] = guarantee_label([row])
     return row
 
 
-def _add_intervals(row: dict[str, Any], points: list[tuple[dict, dict]], boot: PairedBootstrap | None,
-                   ids: list[str] | None, labels: np.ndarray | None, reference: _Reference | None) -> None:
-    """The cell's paired-bootstrap intervals from its seeds' per-example logs (all of them, or none: an interval
-    over some seeds only would describe another mean); the full model's cell keeps its samples for the Δ of the
-    others."""
-    first = points[0][0]
-    seeds = [r.get("seed") for r, _ in points]
-    logs = [_per_example(r, row["operating_point"], ids) for r, _ in points]
-    if boot is None or any(log is None for log in logs):
-        row["interval_note"] = NO_LOG
-        return
-    samples = metric_samples(boot, first["metric"], np.stack([log[0] for log in logs]), labels)
-    if samples is None:
-        row["interval_note"] = f"no vectorised form of {first['metric']}"
-        return
-    row["bootstrap_resamples"] = boot.resamples
-    row["score_ci_low"], row["score_ci_high"] = interval(samples.mean(0))
-    layers = saved_layer_samples(boot, np.stack([log[1] for log in logs]), int(first["num_layers"]))
-    row["saved_layers_ci_low"], row["saved_layers_ci_high"] = interval(layers.mean(0))
-    if row["method"] == "full":
-        row["_samples"] = dict(zip(seeds, samples))
-    elif reference is not None and reference.samples:
-        delta = np.mean([s - reference.sample(seed) for s, seed in zip(samples, seeds)], axis=0)
-        row["delta_ci_low"], row["delta_ci_high"] = interval(delta)
-        row["within_noise"] = row["delta_ci_low"] <= 0.0 <= row["delta_ci_high"]
-
-
-def summarise(group: Group, resamples: int = DEFAULT_RESAMPLES) -> list[dict[str, Any]]:
+def summarise(group: Group, resamples: int = DEFAULT_RESAMPLES) -> list[TaskCells]:
     """Every cell of a group, task by task; the full model's cell first, since the others' Δ is paired with it."""
     order = method_order()
-    cells = []
+    tasks = []
     for task in group.tasks:
         recs = [r for r in group.records if r["task"] == task]
-        ids, labels = _task_examples(recs)
-        boot = PairedBootstrap(task, len(ids), resamples) if ids else None
+        ev = TaskEvidence(task, recs, resamples)
+        constant = ev.constant()
         methods = sorted({r["method"] for r in recs}, key=lambda m: (order.get(m, len(order)), m))
-        reference = None
+        cells, evidence, reference, reference_samples = [], {}, None, None
         for method in methods:
             mrecs = sorted((r for r in recs if r["method"] == method), key=lambda r: r.get("seed") or 0)
+            static = ev.static(mrecs)
+            found = MethodEvidence(task, method, mrecs[0].get("method_display", method), "classification",
+                                   [r.get("seed") for r in mrecs], curve=ev.curve(mrecs), static=static,
+                                   multi_exit=method != "full")
             ops = sorted({op for r in mrecs for op in r["operating_points"]}, key=op_order)
             if method == "full":
                 ops = ops[:1]  # every operating point of the full model is the full depth
             for op in ops:
                 points = [(r, r["operating_points"][op]) for r in mrecs if op in r["operating_points"]]
-                cell = _cell(task, method, op, points, boot, ids, labels, reference)
+                cell, score, saved = _cell(task, method, op, points, ev, reference, static, constant)
                 if method == "full":
-                    reference = _Reference(dict(zip([r.get("seed") for r, _ in points],
-                                                    [float(p["score"]) for _, p in points])),
-                                           cell.pop("_samples", {}))
+                    reference = ({r.get("seed"): float(p["score"]) for r, p in points}, score)
+                    reference_samples = score
+                else:
+                    found.points[op], found.reached[op] = (score, saved), shown(cell)
+                    found.constant[op] = bool(cell["constant_predictor"])
+                    found.void[op] = cell.get("guarantee_void") or ""
                 cells.append(cell)
-    return cells
+            empty = [(r.get("guarantee") or {}).get("empty") for r in mrecs]
+            if method != "full" and LTT_POINT not in ops and any(empty):
+                cells.append(_empty_cell(task, method, LTT_POINT, mrecs, next(e for e in empty if e)))
+            _constant_layers(cells, ev, mrecs, static, constant)
+            evidence[method] = found
+        task_cells = TaskCells(ev, cells, evidence, reference_samples)
+        full = next((c for c in cells if c["method"] == "full"), None)
+        if full is not None and full["constant_predictor"]:
+            task_cells.degenerate = _degenerate_reason(full, constant)
+            for c in cells:
+                c["degenerate"], c["degenerate_reason"] = True, task_cells.degenerate
+        tasks.append(task_cells)
+    return tasks
+
+
+def _degenerate_reason(full: dict[str, Any], constant: tuple[int, float, np.ndarray] | None) -> str:
+    what = "all-positive" if full["metric"] == "f1" else "majority-class"
+    parts = []
+    if constant is not None:
+        parts.append(f"its {full['metric']} {100 * full['score_mean']:.1f} is not above the {what} predictor's "
+                     f"{100 * constant[1]:.1f}")
+    if full.get("one_class_share") is not None:
+        parts.append(f"it answers one class on {100 * full['one_class_share']:.0f}% of the rows")
+    return f"{DEGENERATE} ({'; '.join(parts)})"
+
+
+def _constant_layers(cells: list[dict[str, Any]], ev: TaskEvidence, records: list[dict[str, Any]],
+                     static: tuple[Samples, Samples] | None, constant: tuple[int, float, np.ndarray] | None) -> None:
+    """Which exit layers, used alone, are constant predictors (from their per-example predictions, or their scores
+    against the constant predictor's where only those are kept), for the model the record's per-layer scores describe
+    (the last grid value's, where each trains its own): on every cell of the method."""
+    if static is None or constant is None:
+        return
+    layers = int(records[0]["num_layers"])
+    per_layer = [ev.layer_predictions(r) for r in records]
+    scores = Samples(static[0].seeds, static[0].values[:, -layers:], static[0].point[:, -layers:], static[0].examples)
+    found = []
+    for k in range(layers):
+        preds = np.stack([p[k] for p in per_layer]) if all(p is not None for p in per_layer) else None
+        if is_constant(ev, preds, scores.at(k), constant)[0]:
+            found.append(k + 1)
+    for c in cells:
+        if c["method"] == records[0]["method"]:
+            c["constant_layers"] = ";".join(map(str, found))
+
+
+def shown(cell: dict[str, Any]) -> bool:
+    """Whether the cell has a number under its label: every seed met the target (or, for Learn-then-Test, fell
+    back to the full depth, a guaranteed point in its own right)."""
+    return not cell.get("guarantee_empty") and cell["reached_seeds"] == cell["seeds"]
 
 
 @dataclass
 class Report:
     """A whole report: the classification groups with their cells and rendered tables (`tables.Table3`), the
-    generation groups' rows, and the warnings about records that could not share a table."""
+    generation groups' rows, the verdict's rows and the warnings about records that could not share a table."""
 
     groups: list[Group]  # classification
-    cells: list[list[dict[str, Any]]]  # per classification group
+    tasks: list[list[TaskCells]]  # per classification group, per task
     warnings: list[str]
     tables: list[Any] = field(default_factory=list)  # per classification group, its `tables.Table3`
     generation: list[list[dict[str, Any]]] = field(default_factory=list)  # per generation group, its rows
+    generation_tasks: list[list[TaskCells]] = field(default_factory=list)
+    verdict: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def cells(self) -> list[list[dict[str, Any]]]:
+        """Per classification group, every cell of every task."""
+        return [[c for t in tasks for c in t.cells] for tasks in self.tasks]
 
     @property
     def rows(self) -> list[dict[str, Any]]:
@@ -204,35 +424,45 @@ class Report:
         return [{**c, "table": i} for i, cells in enumerate(self.cells, 1) for c in cells]
 
 
-def shown(cell: dict[str, Any]) -> bool:
-    """Whether the cell has a number under its label: every seed met the target (or, for Learn-then-Test, fell
-    back to the full depth, a guaranteed point in its own right)."""
-    return cell["reached_seeds"] == cell["seeds"]
+# ---------------------------------------------------------------- generation
 
-
-# ---------------------------------------------------------------- generation: seeds and the saved-layers interval
-
-def generation_cells(group: Group, resamples: int = DEFAULT_RESAMPLES) -> list[dict[str, Any]]:
+def generation_cells(group: Group, resamples: int = DEFAULT_RESAMPLES) -> list[TaskCells]:
     """Every row of a generation group, in the records' order of tasks and methods: per method its named operating
     points (e.g. `ltt`, `full`), then its curve points (operating_point = "curve"), each aggregated over the seeds
     (a cell's seeds share their settings and grid, so their curves align point by point)."""
-    rows = []
+    tasks = []
     for task in dict.fromkeys(r["task"] for r in group.records):
         recs = [r for r in group.records if r["task"] == task]
+        ev = TaskEvidence(task, recs, resamples)
+        rows, evidence, reference = [], {}, None
         for method in dict.fromkeys(r["method"] for r in recs):
             mrecs = sorted((r for r in recs if r["method"] == method), key=lambda r: r.get("seed") or 0)
+            found = MethodEvidence(task, method, mrecs[0].get("method_display", method), "generation",
+                                   [r.get("seed") for r in mrecs], curve=ev.curve(mrecs))
             for op in dict.fromkeys(op for r in mrecs for op in r.get("operating_points", {})):
                 points = [(r, r["operating_points"][op]) for r in mrecs if op in r["operating_points"]]
-                rows.append(_generation_cell(task, op, points, resamples))
+                row, score, saved = _generation_cell(task, op, points, ev)
+                rows.append(row)
+                if op == "full":
+                    reference = reference or score
+                else:
+                    found.points[op], found.reached[op], found.constant[op] = (score, saved), True, False
             curves = [[p for p in r.get("curve", []) if not p.get("full_model")] for r in mrecs]
+            curve = found.curve
             for i in range(min(len(c) for c in curves)):
-                rows.append(_generation_cell(task, "curve", [(r, c[i]) for r, c in zip(mrecs, curves)], resamples))
-    return rows
+                row, _, _ = _generation_cell(task, "curve", [(r, c[i]) for r, c in zip(mrecs, curves)], ev,
+                                             (curve[0].at(i), curve[1].at(i)) if curve else None)
+                rows.append(row)
+            evidence[method] = found
+        tasks.append(TaskCells(ev, rows, evidence, reference))
+    return tasks
 
 
-def _generation_cell(task: str, op: str, points: list[tuple[dict, dict]], resamples: int) -> dict[str, Any]:
+def _generation_cell(task: str, op: str, points: list[tuple[dict, dict]], ev: TaskEvidence,
+                     samples: tuple[Samples, Samples] | None = None
+                     ) -> tuple[dict[str, Any], Samples | None, Samples | None]:
     """One generation (task, method, point) over its seeds: the CSV row, which the generation tables render (its
-    `method` is the method's display name, as the tables show it)."""
+    `method` is the method's display name, as the tables show it), and its ROUGE-L and saved-layers samples."""
     first = points[0][0]
     seeds = [r.get("seed") for r, _ in points]
     fields = record_fields(first)
@@ -245,37 +475,37 @@ def _generation_cell(task: str, op: str, points: list[tuple[dict, dict]], resamp
         "alpha": _one_or_all([p.get("alpha") for _, p in points]),
         **{f: _mean([p.get(f) for _, p in points]) for f in GENERATION_FIELDS},
         "fallback_seeds": sum(bool(p.get("fallback")) for _, p in points),
-        "saved_layers_ci_low": None, "saved_layers_ci_high": None, "bootstrap_resamples": None, "interval_note": "",
+        "bootstrap_resamples": None, "interval_note": "", "interval_levels": None,
     }
     row["fallback"] = row["fallback_seeds"] == len(points)
     for f in ("rouge_l", "bert_f", "saved_layers"):
         row[f"{f}_sd"] = _sd([float(p[f]) for _, p in points if p.get(f) is not None])
     row["score"] = row["score_mean"] = row["rouge_l"]  # the main score, in the columns classification fills
     row["score_sd"] = row["rouge_l_sd"]
-    _add_saved_layers_interval(row, points, resamples)
-    return row
+    score, saved = samples if samples is not None else ev.point(points, op)
+    row["rouge_l_ci_low"], row["rouge_l_ci_high"], row["interval_levels"] = ev.summary(score)
+    row["score_ci_low"], row["score_ci_high"] = row["rouge_l_ci_low"], row["rouge_l_ci_high"]
+    row["saved_layers_ci_low"], row["saved_layers_ci_high"], _ = ev.summary(saved)
+    bert = _bert_samples(ev, points, op)
+    row["bert_f_ci_low"], row["bert_f_ci_high"], _ = ev.summary(bert)
+    if row["interval_levels"] is not None:
+        row["bootstrap_resamples"] = ev.resamples
+    if score is None or not score.examples:
+        row["interval_note"] = NO_LOG
+    return row, score, saved
+
+
+def _bert_samples(ev: TaskEvidence, points: list[tuple[dict, dict]], op: str) -> Samples | None:
+    seeds = [r.get("seed") for r, _ in points]
+    entries = [curve_entry(ev.log(r), r, p) if op == "curve" else op_entry(ev.log(r), op, p) for r, p in points]
+    found = ev.field_samples(entries, seeds, "bert_f")
+    if found is not None:
+        return found
+    plain = [p.get("bert_f") for _, p in points]
+    return None if any(v is None for v in plain) else seed_level(seeds, plain, ev.resamples)
 
 
 def _one_or_all(values: list[Any]) -> Any:
     """The seeds' common value, or all of them joined (as a classification cell joins its thresholds)."""
     distinct = list(dict.fromkeys(values))
     return distinct[0] if len(distinct) == 1 else ";".join(map(str, distinct))
-
-
-def _add_saved_layers_interval(row: dict[str, Any], points: list[tuple[dict, dict]], resamples: int) -> None:
-    """The saved layers' paired-bootstrap interval over the evaluation prompts, from each seed's per-token exit layers
-    (kept for the `ltt` point): saved = 1 − Σ decode-token layers / (decode tokens · L) on every resample, the
-    first token of each output (the prompt pass, every layer) left out as the curve point leaves it out."""
-    logs = [((r.get("per_example") or {}).get("points") or {}).get(row["operating_point"]) for r, _ in points]
-    ids = [(r.get("per_example") or {}).get("ids") for r, _ in points]
-    layers = [log.get("exit_layers") if isinstance(log, dict) else None for log in logs]
-    if not ids[0] or any(i != ids[0] for i in ids) or any(x is None or len(x) != len(ids[0]) for x in layers) \
-            or not row["num_layers"]:
-        row["interval_note"] = NO_LOG if any(log is not None for log in logs) else ""  # curve points keep none
-        return
-    boot = PairedBootstrap(row["task"], len(ids[0]), resamples)
-    totals = boot.sums(np.array([[sum(e[1:]) for e in seed] for seed in layers], dtype=float))
-    tokens = boot.sums(np.array([[max(len(e) - 1, 0) for e in seed] for seed in layers], dtype=float))
-    saved = np.where(tokens > 0, 1.0 - totals / np.maximum(tokens, 1.0) / row["num_layers"], 0.0)
-    row["saved_layers_ci_low"], row["saved_layers_ci_high"] = interval(saved.mean(0))
-    row["bootstrap_resamples"], row["interval_note"] = resamples, NO_SCORES

@@ -1,9 +1,10 @@
 """Which stored records may share a table, and which a cell: the report's grouping, both kinds.
 
-Records that differ in backbone, model, preset, pooling or device never share a table; within one, a task's records
-share one set of data limits and a (task, method) cell one set of settings (classification: stage settings and grid;
-generation: the preset's sizes and hyperparameters, exit layers and grid). What does not fit lands in another table,
-with a one-line warning, or is selected with `--filter`.
+Records that differ in backbone, model, preset, pooling, device or code (the fingerprint of the sources that produced
+them, `cee_bench.provenance.code_identity`; records from before it read "unrecorded") never share a table; within
+one, a task's records share one set of data limits and a (task, method) cell one set of settings (classification:
+stage settings and grid; generation: the preset's sizes and hyperparameters, exit layers and grid). What does not fit
+lands in another table, with a one-line warning, or is selected with `--filter`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from cee_bench.errors import UserError
 from cee_bench.precision import DEFAULT_DTYPE
 
 OP_LABELS = {"no_loss": "★ no loss", "le1_loss": "≤1% loss", "ltt90_le1": "≤1% loss @90% conf., LTT"}
-TABLE_KEYS = ("backbone", "model", "preset", "pooling", "device", "dtype")  # one table per combination
+TABLE_KEYS = ("backbone", "model", "preset", "pooling", "device", "dtype", "code")  # one table per combination
+UNRECORDED = "unrecorded"  # the code of records written before they carried a fingerprint
 TASK_KEYS = ("max_seq_length", "max_train_samples", "max_eval_samples")  # one value per task within a table
 FILTER_KEYS = (*TABLE_KEYS, *TASK_KEYS, "task", "method", "seed")
 # A generation record's data limits, as its `config` (the resolved preset) names them: the counts the run's
@@ -36,7 +38,8 @@ def record_fields(record: dict[str, Any]) -> dict[str, Any]:
     if record.get("kind") == "generation":
         config = {**config, "preset": config.get("name"),
                   **{key: config.get(name) for key, name in GENERATION_LIMITS.items()}}
-    return {"backbone": record.get("backbone"), **{k: config.get(k) for k in TABLE_KEYS[1:]},
+    return {"backbone": record.get("backbone"), **{k: config.get(k) for k in TABLE_KEYS[1:] if k != "code"},
+            "code": (record.get("code") or {}).get("fingerprint") or UNRECORDED,
             **{k: config.get(k) for k in TASK_KEYS}, "task": record["task"], "method": record["method"],
             "seed": record.get("seed")}
 

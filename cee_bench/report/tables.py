@@ -1,67 +1,92 @@
-"""The report's tables, both kinds: the Table 3 mirror (Rich, Markdown) and the generation table, and the CSV of
-every cell.
+"""The report's tables, both kinds: the Table 3 mirror (Rich, Markdown), the generation table, the verdict, and the CSV
+and JSON of every row.
 
 An operating point whose target was not met on held-out train is shown as "not reached", never under the target's
-name; averages run only over the tasks every row has; a Learn-then-Test point that found no safe candidate reads
-"fallback: full depth", either kind.
+name; averages run only over the tasks every row has and that are not degenerate; a Learn-then-Test point that found
+no safe candidate reads "fallback: full depth", either kind, and one that could not be computed says why.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+from rich.console import Console
 from rich.table import Table
 
-from cee_bench.report.cells import FALLBACK, NO_LOG, NO_SCORES, Report, shown
-from cee_bench.report.grouping import OP_LABELS, TASK_KEYS, Group, method_order, op_order
+from cee_bench.report.cells import FALLBACK, LTT_POINT, NO_LOG, NOISE, Report, TaskCells, op_label, shown
+from cee_bench.report.evidence import BOTH, EXAMPLES, SEEDS
+from cee_bench.report.grouping import TABLE_KEYS, TASK_KEYS, Group, method_order, op_order
+from cee_bench.report.sources import code_text, split_words
+from cee_bench.report.verdict import AGGREGATE, CURVE, VS_BEST, VS_STATIC, headline
+
+if TYPE_CHECKING:
+    import pandas
 
 METRIC_SHORT = {"f1": "F1", "accuracy": "acc"}
-CSV_COLUMNS = ("kind", "table", "task", "method", "method_display", "operating_point", "label", "backbone", "model",
-               "preset", "pooling", "device", "dtype", *TASK_KEYS, "split", "selected_on", "metric", "num_layers",
-               "seeds", "seed_list", "threshold", "met", "met_seeds", "fallback_seeds", "converged", "collapsed",
-               "score", "score_mean",
-               "score_sd", "score_ci_low", "score_ci_high", "saved_layers", "saved_layers_sd", "saved_layers_ci_low",
-               "saved_layers_ci_high", "delta_vs_full", "delta_ci_low", "delta_ci_high", "within_noise",
-               "bootstrap_resamples", "interval_note", "mean_exit_layer", "layer_speedup", "speedup_wall_b1",
-               "speedup_wall_b32", "realised_fraction_b1", "realised_fraction_b32", "latency_ms_b1",
-               "full_latency_ms_b1", "real_vs_simulated_agreement", "reference_score", "reference_source",
-               "rouge_l", "bert_f", "mean_layers_per_token", "speedup_measured", "tokens_per_s")
+CSV_COLUMNS = ("kind", "table", "task", "method", "method_display", "operating_point", "label", *TABLE_KEYS,
+               *TASK_KEYS, "split", "selected_on", "metric", "num_layers", "seeds", "seed_list", "threshold", "met",
+               "met_seeds", "fallback_seeds", "converged", "collapsed", "degenerate", "degenerate_reason",
+               "constant_predictor",
+               "one_class_share", "constant_score", "constant_layers", "static_depth", "score", "score_mean",
+               "score_sd", "score_ci_low", "score_ci_high", "interval_levels", "saved_layers", "saved_layers_sd",
+               "saved_layers_ci_low", "saved_layers_ci_high", "delta_vs_full", "delta_ci_low", "delta_ci_high",
+               "within_noise", "top_layer_score", "top_layer_ci_low", "top_layer_ci_high", "delta_vs_top",
+               "delta_top_ci_low", "delta_top_ci_high", "within_noise_top", "bootstrap_resamples", "interval_note",
+               "guarantee_metric", "guarantee_reference", "guarantee_split", "guarantee_confidence",
+               "guarantee_void", "guarantee_empty", "mean_exit_layer", "layer_speedup",
+               *(name.format(b=b) for b in ("b1", "b32") for name in (
+                   "speedup_wall_{b}", "speedup_{b}_ci_low", "speedup_{b}_ci_high", "speedup_{b}_levels",
+                   "realised_fraction_{b}", "realised_noise_{b}", "exit_mismatch_{b}", "peak_memory_mb_{b}")),
+               "latency_ms_b1", "full_latency_ms_b1", "latency_p50_ms_b1", "latency_p90_ms_b1",
+               "latency_p99_ms_b1", "full_latency_p50_ms_b1", "full_latency_p90_ms_b1", "full_latency_p99_ms_b1",
+               "real_vs_simulated_agreement", "reference_score", "reference_source", "rouge_l", "rouge_l_ci_low",
+               "rouge_l_ci_high", "bert_f", "bert_f_ci_low", "bert_f_ci_high", "mean_layers_per_token",
+               "speedup_measured", "tokens_per_s")
+VERDICT_COLUMNS = ("kind", "table", "task", "comparison", "challenger", "challenger_display", "against",
+                   "against_display", "measure", "measure_label", "challenger_value", "against_value", "difference",
+                   "ci_low", "ci_high", "interval_levels", "verdict", "reason")
 GENERATION_COLUMNS = ("task", "method", "operating_point", "threshold", "rouge_l", "bert_f", "mean_layers_per_token",
                       "saved_layers", "speedup_measured", "tokens_per_s")
 GENERATION_HEADERS = dict(zip(GENERATION_COLUMNS, ("task", "method", "point", "threshold", "Rouge-L", "BERT-F",
                                                    "layers/token", "saved", "speed-up", "tok/s")))
+WARNING = "⚠"
 
 
 # ---------------------------------------------------------------- the Table 3 mirror
 
 @dataclass
 class Table3:
-    """One rendered table: title, header, body and the notes under it. Each line is the row label, then four
-    columns per task (score, Δ, layers, speed-up), then the two averages."""
+    """One rendered table: title, header, body and the notes under it. Each line is the row label, then six
+    columns per task (score, Δ vs full, Δ vs own top layer, top layer, layers, speed-up), then the two averages."""
 
     title: str
     header: list[str]
     body: list[list[str]]
     notes: list[str]
 
-    PER_TASK: ClassVar[int] = 4
+    PER_TASK: ClassVar[int] = 6
 
     def stacked(self) -> tuple[list[str], list[list[str]]]:
-        """Header and body with each task's four columns stacked two by two (score over Δ, layers over speed-up),
-        so that three tasks fit a terminal."""
-        def pairs(line: list[str], marks: tuple[str, str]) -> list[str]:
+        """Header and body with each task's six columns stacked three by three (score over Δ over Δ top; top layer
+        over layers over speed-up), so that three tasks fit a terminal."""
+        def stack(line: list[str], marks: tuple[str, ...]) -> list[str]:
             cells, out = line[1:-2], []
             for i in range(0, len(cells), self.PER_TASK):
-                score, delta, layers, speed = cells[i:i + self.PER_TASK]
-                out += ["\n".join(v for v in (score, delta != "–" and marks[0] + delta) if v and v != "–") or "–",
-                        "\n".join(v for v in (layers, speed != "–" and marks[1] + speed) if v and v != "–") or "–"]
+                group = cells[i:i + self.PER_TASK]
+                for part, mark in ((group[:3], marks[:3]), (group[3:], marks[3:])):
+                    out.append("\n".join(m + v for v, m in zip(part, mark) if v and v != "–") or "–")
             return [line[0], *out, *line[-2:]]
 
-        return pairs(self.header, ("", "")), [pairs(line, ("Δ ", "×")) for line in self.body]
+        header = [self.header[0]]
+        for i in range(1, len(self.header) - 2, self.PER_TASK):
+            group = self.header[i:i + self.PER_TASK]
+            header += [f"{group[0]}\nΔ full · Δ top", "top layer\nlayers · ×b1/b32"]
+        return header + self.header[-2:], [stack(line, ("", "Δ ", "Δtop ", "top ", "", "×")) for line in self.body]
 
 
 def _pct(x: float) -> str:
@@ -77,23 +102,37 @@ def _half(low: float | None, high: float | None) -> float | None:
     return None if low is None or high is None else (high - low) / 2
 
 
+def _signed(x: float) -> str:
+    return f"{100 * x:+.1f}".replace("-", "−")
+
+
 def _score_text(cell: dict[str, Any]) -> str:
     text = _pct(cell["score_mean"])
     half = _half(cell["score_ci_low"], cell["score_ci_high"])
     text += f" ± {100 * half:.1f}" if half is not None else "†"
     if cell["score_sd"] is not None:
         text += f" (sd {100 * cell['score_sd']:.1f})"
-    return text + ("‡" if cell["converged"] is False else "") + ("§" if cell.get("collapsed") else "")
+    text += ("‡" if cell["converged"] is False else "") + ("⊘" if cell.get("collapsed") else "")
+    if cell["method"] == "full" and cell.get("degenerate"):
+        return f"{text} {WARNING} degenerate"
+    return text + (" ◇" if cell.get("constant_predictor") and cell["method"] != "full" else "")
 
 
-def _delta_text(cell: dict[str, Any]) -> str:
-    if cell["delta_vs_full"] is None:
+def _delta_text(value: float | None, low: float | None, high: float | None, within: bool | None,
+                mark: str = "†") -> str:
+    if value is None:
         return "–"
-    text = f"{100 * cell['delta_vs_full']:+.1f}".replace("-", "−")
-    half = _half(cell["delta_ci_low"], cell["delta_ci_high"])
+    half = _half(low, high)
     if half is None:
-        return text + "†"
-    return text + f" ± {100 * half:.1f}" + (" (within noise)" if cell["within_noise"] else "")
+        return _signed(value) + mark
+    return _signed(value) + f" ± {100 * half:.1f}" + (" (within noise)" if within else "")
+
+
+def _top_text(cell: dict[str, Any]) -> str:
+    if cell.get("top_layer_score") is None:
+        return "–"
+    half = _half(cell.get("top_layer_ci_low"), cell.get("top_layer_ci_high"))
+    return _pct(cell["top_layer_score"]) + (f" ± {100 * half:.1f}" if half is not None else "")
 
 
 def _layers_text(cell: dict[str, Any]) -> str:
@@ -107,21 +146,38 @@ def _layers_text(cell: dict[str, Any]) -> str:
             text += f" (sd {100 * cell['saved_layers_sd']:.0f})"
     if cell["fallback_seeds"]:
         text += f" ({FALLBACK} in {cell['fallback_seeds']}/{cell['seeds']} seeds)"
+    if cell.get("static_depth"):
+        text += f" (static: all exit at layer {cell['static_depth']})"
     return text
 
 
+def _speed_one(cell: dict[str, Any], batch: str) -> str:
+    value = cell.get(f"speedup_wall_{batch}")
+    if value is None:
+        return "–"
+    half = _half(cell.get(f"speedup_{batch}_ci_low"), cell.get(f"speedup_{batch}_ci_high"))
+    text = f"{value:.2f}" + (f" ± {half:.2f}" if half is not None else "")
+    return text + (" (noise)" if cell.get(f"realised_noise_{batch}") else "")
+
+
 def _speed_text(cell: dict[str, Any]) -> str:
-    b1, b32 = cell["speedup_wall_b1"], cell["speedup_wall_b32"]
-    return "–" if b1 is None and b32 is None else "/".join("–" if v is None else f"{v:.2f}" for v in (b1, b32))
+    b1, b32 = cell.get("speedup_wall_b1"), cell.get("speedup_wall_b32")
+    return "–" if b1 is None and b32 is None else "/".join(_speed_one(cell, b) for b in ("b1", "b32"))
 
 
 def _cells_text(cell: dict[str, Any] | None) -> list[str]:
     if cell is None:
-        return ["–"] * 4
+        return ["–"] * Table3.PER_TASK
+    if cell.get("guarantee_empty"):
+        return [f"empty: {cell['guarantee_empty']}"] + ["–"] * (Table3.PER_TASK - 1)
     if not shown(cell):
         met = f" ({cell['met_seeds']}/{cell['seeds']} seeds met)" if cell["met_seeds"] else ""
-        return [f"not reached{met}", "–", "–", "–"]
-    return [_score_text(cell), _delta_text(cell), _layers_text(cell), _speed_text(cell)]
+        return [f"not reached{met}", "–", "–", _top_text(cell), "–", "–"]
+    return [_score_text(cell),
+            _delta_text(cell["delta_vs_full"], cell["delta_ci_low"], cell["delta_ci_high"], cell["within_noise"]),
+            _delta_text(cell.get("delta_vs_top"), cell.get("delta_top_ci_low"), cell.get("delta_top_ci_high"),
+                        cell.get("within_noise_top"), "§") if cell["method"] != "full" else "–",
+            _top_text(cell), _layers_text(cell), _speed_text(cell)]
 
 
 def _rows(cells: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
@@ -137,7 +193,7 @@ def _rows(cells: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
             mine = [c for c in cells if c["method"] == method and c["operating_point"] == op]
             if method == "full" or not mine or (op == "no_loss" and not any(c["met"] for c in mine)):
                 continue
-            rows.append((f"{display[method]} ({OP_LABELS.get(op, op)})", method, op))
+            rows.append((f"{display[method]} ({op_label(op, mine)})", method, op))
     return rows
 
 
@@ -146,30 +202,34 @@ def _lookup(cells: list[dict[str, Any]], task: str, method: str, op: str) -> dic
                  and (method == "full" or c["operating_point"] == op)), None)
 
 
-def table3(group: Group, cells: list[dict[str, Any]]) -> Table3:
+def table3(group: Group, tasks: list[TaskCells]) -> Table3:
     """Header, body and notes of the Table 3 mirror of one group."""
-    tasks = group.tasks
-    metric = {t: next(c["metric"] for c in cells if c["task"] == t) for t in tasks}
+    cells = [c for t in tasks for c in t.cells]
+    names = group.tasks
+    metric = {t: next(c["metric"] for c in cells if c["task"] == t) for t in names}
     header = ["Method"]
-    for t in tasks:
-        header += [f"{t} {METRIC_SHORT.get(metric[t], metric[t])}", f"{t} Δ", f"{t} layers", f"{t} ×b1/b32"]
+    for t in names:
+        header += [f"{t} {METRIC_SHORT.get(metric[t], metric[t])}", f"{t} Δ", f"{t} Δ top", f"{t} top layer",
+                   f"{t} layers", f"{t} ×b1/b32"]
     header += ["Avg score", "Avg layers"]
     rows = _rows(cells)
-    grid = {(label, t): _lookup(cells, t, method, op) for label, method, op in rows for t in tasks}
-    common = [t for t in tasks if all(grid[(label, t)] is not None for label, _, _ in rows)]
+    grid = {(label, t): _lookup(cells, t, method, op) for label, method, op in rows for t in names}
+    degenerate = {t.evidence.task for t in tasks if t.degenerate}
+    common = [t for t in names if all(grid[(label, t)] is not None for label, _, _ in rows)]
+    averaged = [t for t in common if t not in degenerate]
     body = []
     for label, _, _ in rows:
         line = [label]
-        for t in tasks:
+        for t in names:
             line += _cells_text(grid[(label, t)])
-        avg = [grid[(label, t)] for t in common]
+        avg = [grid[(label, t)] for t in averaged]
         if avg and all(shown(c) for c in avg):
             line += [_pct(np.mean([c["score_mean"] for c in avg])),
                      _saving(float(np.mean([c["saved_layers"] for c in avg])))]
         else:
             line += ["–", "–"]
         body.append(line)
-    return Table3(_title(group, cells), header, body, _notes(group, cells, common, rows))
+    return Table3(_title(group, cells), header, body, _notes(group, tasks, common, averaged))
 
 
 def _title(group: Group, cells: list[dict[str, Any]]) -> str:
@@ -179,62 +239,161 @@ def _title(group: Group, cells: list[dict[str, Any]]) -> str:
     seeds = sorted({s for c in cells for s in c["seed_list"].split(";")}, key=lambda s: (len(s), s))
     seed_text = (f"{counts[0]} seed{'s' if counts[0] > 1 else ''} ({', '.join(seeds)})" if len(counts) == 1
                  else f"{counts[0]}–{counts[-1]} seeds per cell ({', '.join(seeds)})")
-    splits = ", ".join(sorted({str(c["split"]) for c in cells}))
-    chosen = ", ".join(sorted({str(c["selected_on"]) for c in cells}))
+    splits = ", ".join(sorted({str(c["split"]) for c in cells if c.get("split")}))
+    chosen = ", ".join(sorted({str(c["selected_on"]) for c in cells if c.get("selected_on")}))
     return (f"Table 3 mirror — {f['backbone']}{model}, preset {f['preset']}, pooling {f['pooling']}, device "
-            f"{f['device']}, dtype {f['dtype']}; {seed_text}; scores on {splits}, operating points chosen on {chosen}")
+            f"{f['device']}, dtype {f['dtype']}; {seed_text}; scores on {splits}, operating points chosen on "
+            f"{chosen}; {code_text(group.records)}")
 
 
-def _notes(group: Group, cells: list[dict[str, Any]], common: list[str], rows: list) -> list[str]:
-    resamples = sorted({c["bootstrap_resamples"] for c in cells if c["bootstrap_resamples"]})
-    judged = [c for c in cells if c["within_noise"] is not None and shown(c)]
+def interval_note(levels: set[str], resamples: list[int]) -> str:
+    """What the ± of a table covers, from the levels its intervals reached."""
     counted = f"{'/'.join(map(str, resamples))} resamples" if resamples else "none computed here, see †"
-    notes = [f"± = half-width of the 95% paired-bootstrap interval over the dev examples ({counted}; the same "
-             "resamples for every method of a task; with several seeds each resample averages them); "
-             "sd = spread over seeds. Δ = score − the full model's (same seed where it exists), points; "
-             "\"within noise\" = Δ's interval contains 0. The full CI bounds are in the CSV.",
+    parts = [f"± = half-width of the 95% two-level paired-bootstrap interval ({counted}; the same draws of seeds "
+             "and examples for every method of a task)"]
+    if BOTH in levels:
+        parts.append("over seeds and dev examples: each resample draws the seeds, then the examples, and averages "
+                     "the drawn seeds; the seed level is widened for few seeds (×√(S/(S−1))·t/z, 2.7 at 3 seeds), "
+                     "so it is about a t-interval over the seeds plus the examples' noise")
+    if EXAMPLES in levels:
+        parts.append("with one seed the interval covers the dev examples only: retraining noise is not in it")
+    if SEEDS in levels:
+        parts.append("cells without per-example logs: over the seeds only")
+    return "; ".join(parts) + ". sd = spread over seeds."
+
+
+def _notes(group: Group, tasks: list[TaskCells], common: list[str], averaged: list[str]) -> list[str]:
+    cells = [c for t in tasks for c in t.cells]
+    resamples = sorted({c["bootstrap_resamples"] for c in cells if c.get("bootstrap_resamples")})
+    judged = [c for c in cells if c["within_noise"] is not None and shown(c)]
+    notes = [interval_note({c["interval_levels"] for c in cells if c.get("interval_levels")}, resamples)
+             + " Δ = score − the full model's (same seed where it exists), points; Δ top = score − the method's own "
+             "top layer (its training budget apart from its exits); \"within noise\" = the interval contains 0. "
+             "The full bounds are in the CSV.",
              (f"within noise: {sum(bool(c['within_noise']) for c in judged)} of {len(judged)} cells shown with a Δ "
-              "interval." if judged else "within noise: no cell shown has a Δ interval."),
-             "not reached = no threshold met the target on held-out train (the CSV keeps the best point, met=false); "
-             "a ★ no loss row appears only for a method that reached it.",
-             (f"Avg over {', '.join(common)} (the tasks every row has); a row with a cell not reached gets –."
-              if common else "Avg: no task is common to every row, so no average.")]
-    if any(c["operating_point"] == "ltt90_le1" for c in cells):
-        notes.append("≤1% loss @90% conf., LTT = chosen by Learn-then-Test on held-out train; \"fallback: full "
-                     "depth\" = no threshold passed the test.")
-    full = {c["task"]: c for c in cells if c["method"] == "full"}
-    if full:
-        notes.append("×b1/b32 = measured speed-up, full model's wall-clock ÷ early exit's, at batch 1 / batch 32 "
-                     "(ratios: ms swing with machine load). The full model through the same layer-by-layer path: "
-                     + "; ".join(f"{t} {_speed_text(c)}" for t, c in sorted(full.items()))
-                     + " (the path's own overhead).")
-    if any(c["interval_note"] == NO_LOG for c in cells):
-        notes.append("† no per-example predictions in the record (written before per-example logs): no interval, "
-                     "so no within-noise verdict; re-run to get them.")
+              "interval." if judged else "within noise: no cell shown has a Δ interval.")]
+    for t in tasks:
+        if t.degenerate:
+            notes.append(f"{WARNING} {t.evidence.task} is {t.degenerate}: every row's numbers there are a constant "
+                         "predictor's, so it is left out of Avg and of the verdict's aggregate.")
+    if any(c.get("constant_predictor") and c["method"] != "full" and shown(c) for c in cells):
+        notes.append("◇ a constant predictor: the cell answers one class on ≥ 95% of the dev rows or is not above "
+                     "the best constant predictor (majority class; all-positive for F1).")
+    layers = sorted({(c["task"], c["method_display"], c["constant_layers"]) for c in cells
+                     if c.get("constant_layers") and c["method"] != "full"})
+    if layers:
+        notes.append("exit layers that are constant predictors used alone: "
+                     + "; ".join(f"{task} {name}: {text.replace(';', ', ')}" for task, name, text in layers) + ".")
+    notes.append("not reached = no threshold met the target on held-out train (the CSV keeps the best point, "
+                 "met=false); a ★ no loss row appears only for a method that reached it.")
+    left = [t for t in common if t not in averaged]
+    notes.append(f"Avg over {', '.join(averaged)} (the tasks every row has"
+                 + (f"; {', '.join(left)} left out: degenerate" if left else "") + "); a row with a cell not reached "
+                 "gets –." if averaged else "Avg: no task is common to every row and not degenerate, so no average.")
+    notes += _guarantee_notes(cells)
+    notes += _speed_notes(cells)
+    notes += _selection_notes(group, tasks)
+    if any(c.get("static_depth") for c in cells):
+        notes.append("static: every example of every seed exits at that one layer: the point is a shallower static "
+                     "model, not an adaptive rule (the verdict's static-depth control compares the whole curves).")
+    if any(c["interval_note"] == NO_LOG and c.get("interval_levels") is None for c in cells):
+        notes.append("† no per-example predictions in the record (written before per-example logs) and one seed: "
+                     "no interval, so no within-noise verdict; re-run to get them.")
+    if any(c.get("delta_vs_top") is not None and c.get("delta_top_ci_low") is None and shown(c) for c in cells):
+        notes.append("§ no per-layer predictions in the record (written before they were kept): the top layer and Δ "
+                     "top carry no interval.")
     if any(c["converged"] is False for c in cells):
         notes.append("‡ ConsistentEE: the chosen α's rounds stopped at max_rounds without converging.")
     if any(c.get("collapsed") for c in cells):
-        notes.append("§ ConsistentEE: the chosen α's model collapsed (≥ 95% of held-out rows exit at one layer, "
+        notes.append("⊘ ConsistentEE: the chosen α's model collapsed (≥ 95% of held-out rows exit at one layer, "
                      "within noise of a constant predictor).")
     limits = [f"{t}: " + ", ".join(f"{k}={v}" for k, v in group.limits(t).items()) for t in group.tasks]
     notes.append("data limits: " + "; ".join(limits))
     return notes
 
 
+def _guarantee_notes(cells: list[dict[str, Any]]) -> list[str]:
+    ltt = [c for c in cells if c["operating_point"] == LTT_POINT and c["method"] != "full"]
+    if not ltt:
+        return []
+    notes = ["LTT rows: Learn-then-Test certifies, at the stated confidence, that the chosen point's disagreement "
+             "with the reference (the full-model record's predictions, or the method's own top layer where there is "
+             "none) is ≤ 1% of the reference's accuracy on the distribution of the named split — which bounds the "
+             "accuracy drop, not F1; \"fallback: full depth\" = no threshold passed the test."]
+    void = sorted({(c["method_display"], c["guarantee_void"]) for c in ltt if c.get("guarantee_void")})
+    if void:
+        notes.append("guarantee void: " + "; ".join(f"{name}: {why}" for name, why in void)
+                     + " (records from before the calibration slice).")
+    empty = sorted({(c["task"], c["method_display"], c["guarantee_empty"]) for c in ltt if c.get("guarantee_empty")})
+    if empty:
+        notes.append("empty LTT rows: " + "; ".join(f"{t} {name}: {why}" for t, name, why in empty) + ".")
+    return notes
+
+
+def _speed_notes(cells: list[dict[str, Any]]) -> list[str]:
+    full = {c["task"]: c for c in cells if c["method"] == "full"}
+    levels = sorted({c[f"speedup_{b}_levels"] for c in cells for b in ("b1", "b32") if c.get(f"speedup_{b}_levels")})
+    notes = ["×b1/b32 = measured speed-up, full model's wall-clock ÷ early exit's, at batch 1 / batch 32, same process, "
+             "interleaved; ± over " + (", ".join(levels) if levels else "nothing: one seed and no per-example times")
+             + ". (noise) = realised fraction (measured ÷ layer speed-up) above "
+             f"{NOISE:.2f}, which skipping layers cannot give: the ratio is timing noise."]
+    if full:
+        notes[0] += (" The full model through the same layer-by-layer path: "
+                     + "; ".join(f"{t} {_speed_text(c)}" for t, c in sorted(full.items())) + " (the path's own "
+                     "overhead).")
+    mismatch = [c for c in cells if c.get("exit_mismatch_b1")]
+    if mismatch:
+        notes.append("batch-1 exits that differ from the simulation: " + "; ".join(
+            f"{c['task']} {c['method_display']} {c['operating_point']}: {c['exit_mismatch_b1']}" for c in mismatch))
+    return notes
+
+
+def _selection_notes(group: Group, tasks: list[TaskCells]) -> list[str]:
+    """Where selection happens and how that text differs from dev (median words per example, from the data)."""
+    parts = []
+    for t in tasks:
+        words = split_words([r for r in group.records if r["task"] == t.evidence.task])
+        if words and words.get("heldout") is not None and words.get("dev") is not None:
+            calibration = (f", calibration slice {words['calibration']:g}" if words.get("calibration") is not None
+                           else "")
+            parts.append(f"{t.evidence.task}: held-out {words['heldout']:g}{calibration}, dev {words['dev']:g}")
+    if not parts:
+        return []
+    own = any("calibration slice" in p for p in parts)
+    return ["selection split: operating points, temperatures and convergence are chosen on held-out, a slice of GLUE "
+            "train; Learn-then-Test calibrated on " + ("its own slice of train" if own else "held-out too (records "
+            "from before the calibration slice)") + "; scores are on dev. Median words per example — "
+            + "; ".join(parts) + " (where they differ, every choice was made on other text)."]
+
+
 # ---------------------------------------------------------------- renderings
 
 def rich_tables(report: Report) -> list[Table]:
-    """The Table 3 mirrors, terminal form: each task's four columns stacked two by two."""
+    """The Table 3 mirrors, terminal form: each task's six columns stacked three by three."""
     tables = []
     for t in report.tables:
         table = Table(title=t.title, caption="\n".join(t.notes), caption_justify="left", show_lines=True)
         header, body = t.stacked()
-        for column in header:
-            table.add_column(column, justify="left" if column == "Method" else "right", no_wrap=column == "Method")
+        for column in header:  # the row labels wrap (the guarantee's is long) so the numbers keep their width
+            table.add_column(column, justify="left" if column == "Method" else "right",
+                             max_width=30 if column == "Method" else None)
         for line in body:
             table.add_row(*line)
         tables.append(table)
     return tables
+
+
+def rich_text(renderables: list[Any], terminal: bool = False) -> str:
+    """Rich renderables as text: a terminal's width and colours, or plain text 160 characters wide (logs, pipes and
+    files get whole rows)."""
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=terminal, width=None if terminal else 160,
+                      color_system="auto" if terminal else None)
+    if terminal:
+        console.width = Console().width
+    for renderable in renderables:
+        console.print(renderable)
+    return out.getvalue()
 
 
 def markdown(report: Report) -> str:
@@ -247,19 +406,128 @@ def markdown(report: Report) -> str:
     return "\n".join(parts)
 
 
-def to_csv(rows: list[dict[str, Any]]) -> str:
+def to_frame(rows: list[dict[str, Any]]) -> "pandas.DataFrame":
+    """The CSV's rows as a pandas DataFrame, the CSV's columns in its order: for a notebook, without a file in
+    between (`to_frame(build_report(records).rows)`)."""
+    import pandas
+
+    return pandas.DataFrame([{column: row.get(column) for column in CSV_COLUMNS} for row in rows],
+                            columns=list(CSV_COLUMNS))
+
+
+def to_csv(rows: list[dict[str, Any]], columns: tuple[str, ...] = CSV_COLUMNS) -> str:
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     return out.getvalue()
 
 
+def to_json(report: Report, verdict_only: bool = False) -> str:
+    """The report as JSON: every cell (classification and generation), the verdict and the warnings — or only the
+    verdict's rows."""
+    def clean(value: Any) -> Any:
+        if isinstance(value, float) and not np.isfinite(value):
+            return None
+        if isinstance(value, (np.floating, np.integer, np.bool_)):
+            return value.item()
+        return value
+
+    def rows(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{k: clean(v) for k, v in row.items() if not k.startswith("_")} for row in items]
+
+    if verdict_only:
+        return json.dumps(rows(report.verdict), indent=1, ensure_ascii=False) + "\n"
+    payload = {"tables": [{"title": t.title, "notes": t.notes} for t in report.tables], "cells": rows(report.rows),
+               "generation": rows([r for g in report.generation for r in g]), "verdict": rows(report.verdict),
+               "headline": headline(report.verdict), "warnings": report.warnings}
+    return json.dumps(payload, indent=1, ensure_ascii=False) + "\n"
+
+
+# ---------------------------------------------------------------- the verdict
+
+def _verdict_cell(row: dict[str, Any] | None) -> str:
+    if row is None:
+        return "–"
+    if row["difference"] is None:
+        return f"{row['verdict']} ({row['reason']})"
+    text = f"{row['verdict']} {_signed(row['difference'])}"
+    if row["comparison"] == VS_BEST and row["task"] != AGGREGATE:
+        text = f"{text} vs {row['against_display']}"
+    if row["ci_low"] is not None:
+        text += f" [{_signed(row['ci_low'])}, {_signed(row['ci_high'])}]"
+    if row["verdict"] == "inconclusive" and row["reason"] and row["reason"] != "interval contains 0":
+        text += f" ({row['reason']})"
+    return text
+
+
+def verdict_grid(rows: list[dict[str, Any]]) -> list[tuple[str, list[str], list[list[str]], list[str]]]:
+    """Per table: its title, header, body and notes — one line per (task, comparison, challenger, against), one
+    column per measure."""
+    out = []
+    for table in sorted({r["table"] for r in rows}):
+        mine = [r for r in rows if r["table"] == table]
+        measures = list(dict.fromkeys(r["measure"] for r in mine if r["measure"] != CURVE)) + [CURVE]
+        labels = {r["measure"]: r["measure_label"] for r in mine}
+        lines: dict[tuple, dict[str, dict[str, Any]]] = {}
+        for r in mine:
+            against = "best baseline" if r["comparison"] == VS_BEST else r["against_display"]
+            lines.setdefault((r["task"], r["comparison"], r["challenger_display"], against), {})[r["measure"]] = r
+        header = ["task", "comparison", "method", "against", *(labels.get(m, m) for m in measures)]
+        body = [[task, comparison, challenger, against, *(_verdict_cell(found.get(m)) for m in measures)]
+                for (task, comparison, challenger, against), found in lines.items()]
+        body.sort(key=lambda line: (line[0] == AGGREGATE, line[0]))
+        kind = mine[0].get("kind") or "classification"
+        notes = [f"{kind} table {table}: the paper's claim — "
+                 + ("; ".join(headline(mine)) or "no ConsistentEE row against a baseline"),
+                 "yes = the 95% two-level interval of the difference (method − against, saved layers in points) lies "
+                 "above 0; no = at or below 0 (it does not save more); inconclusive = it contains 0, or the "
+                 "comparison cannot speak (why in brackets). Best baseline = the baseline other than the method that "
+                 "saves the most on that measure. vs own static depth: the rule's curve against every example exiting "
+                 "at one layer k with the same heads; yes = adaptivity earns credit.",
+                 "aggregate = the mean of the per-task differences over the tasks that are not degenerate, its "
+                 "interval from their resamples."]
+        levels: dict[str, set[str]] = {}
+        for r in mine:
+            if r["interval_levels"] and r["task"] != AGGREGATE:
+                levels.setdefault(r["measure_label"], set()).add(r["interval_levels"])
+        if levels:
+            notes.append("intervals over: " + "; ".join(f"{label}: {', '.join(sorted(found))}"
+                                                         for label, found in levels.items()) + ".")
+        if any(r["comparison"] == VS_STATIC and r["interval_levels"] == SEEDS for r in mine):
+            notes.append("a static-depth control from records without per-layer logs is their per_layer_scores: the "
+                         "last grid value's model only where each grid value trains its own (ConsistentEE's α).")
+        out.append((f"Verdict — {kind} table {table}", header, body, notes))
+    return out
+
+
+def verdict_rich(rows: list[dict[str, Any]]) -> list[Table]:
+    tables = []
+    for title, header, body, notes in verdict_grid(rows):
+        table = Table(title=title, caption="\n".join(notes), caption_justify="left", show_lines=True)
+        for column in header:
+            table.add_column(column, overflow="fold")
+        for line in body:
+            table.add_row(*line)
+        tables.append(table)
+    return tables
+
+
+def verdict_markdown(rows: list[dict[str, Any]]) -> str:
+    parts = []
+    for title, header, body, notes in verdict_grid(rows):
+        lines = [f"**{title}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(line) + " |" for line in body]
+        lines += [""] + [f"- {note}" for note in notes]
+        parts.append("\n".join(lines) + "\n")
+    return "\n".join(parts)
+
+
 # ---------------------------------------------------------------- generation
 
 def _generation_text(row: dict[str, Any], column: str) -> str:
-    """A generation cell as the tables show it: the mean over seeds, with the seed sd of the scores (from two seeds
-    on) and the half-width of the saved layers' interval where the records give one."""
+    """A generation cell as the tables show it: the mean over seeds, with the half-width of its two-level interval
+    where the records give one and, from two seeds on, the seed sd."""
     value = row.get(column)
     if column == "operating_point":
         if row.get("fallback"):
@@ -267,11 +535,11 @@ def _generation_text(row: dict[str, Any], column: str) -> str:
         if row.get("fallback_seeds"):
             return f"{value} ({FALLBACK} in {row['fallback_seeds']}/{row['seeds']} seeds)"
     text = _fmt(value)
-    if column == "saved_layers":
-        half = _half(row.get("saved_layers_ci_low"), row.get("saved_layers_ci_high"))
+    if column in ("rouge_l", "bert_f", "saved_layers"):
+        half = _half(row.get(f"{column}_ci_low"), row.get(f"{column}_ci_high"))
         text += f" ± {half:.3f}" if half is not None else ""
-    if column in ("rouge_l", "bert_f", "saved_layers") and row.get(f"{column}_sd") is not None:
-        text += f" (sd {row[f'{column}_sd']:.3f})"
+        if row.get(f"{column}_sd") is not None:
+            text += f" (sd {row[f'{column}_sd']:.3f})"
     return text
 
 
@@ -283,42 +551,49 @@ def _generation_title(rows: list[dict[str, Any]]) -> str:
     counts = sorted({r.get("seeds", 1) for r in rows})
     seed_text = f"{counts[0]}{'–' + str(counts[-1]) if len(counts) > 1 else ''} seed(s) ({', '.join(seeds)})"
     return (f"Generation — {first.get('backbone')}{model}, preset {first.get('preset')}, device {first.get('device')}, "
-            f"dtype {first.get('dtype', 'fp32')}; {seed_text}; quality vs measured speed-up (named operating points)")
+            f"dtype {first.get('dtype', 'fp32')}; {seed_text}; quality vs measured speed-up (named operating points); "
+            f"code {str(first.get('code'))[:12]}")
 
 
 def _generation_notes(rows: list[dict[str, Any]]) -> list[str]:
     notes = []
     if any(row["fallback_seeds"] for row in rows):
         notes.append(f"{FALLBACK}: Learn-then-Test found no candidate safe on the calibration prompts")
-    if any(row.get("saved_layers_ci_low") is not None for row in rows):
+    levels = {row["interval_levels"] for row in rows if row.get("interval_levels")}
+    if levels:
         resamples = sorted({row["bootstrap_resamples"] for row in rows if row.get("bootstrap_resamples")})
-        notes.append(f"± = half-width of the 95% paired-bootstrap interval over the evaluation prompts "
-                     f"({'/'.join(map(str, resamples))} resamples), {NO_SCORES}; sd = spread over seeds")
+        notes.append(interval_note(levels, resamples).replace("dev examples", "evaluation prompts")
+                     .replace("examples", "prompts").rstrip("."))
+    if any(row.get("interval_note") == NO_LOG for row in rows):
+        notes.append("rows without ±: records from before per-example scores were kept")
     return notes
 
 
+def generation_lines(rows: list[dict[str, Any]]) -> tuple[str, list[str], list[list[str]], list[str]]:
+    """One generation table (the rows of one group, `cells.generation_cells`): title, header, the named operating
+    points' lines (curve points are the figure's) and the notes, which every rendering shows."""
+    body = [[_generation_text(r, c) for c in GENERATION_COLUMNS] for r in rows if r["operating_point"] != "curve"]
+    return _generation_title(rows), [GENERATION_HEADERS[c] for c in GENERATION_COLUMNS], body, _generation_notes(rows)
+
+
 def generation_rich_table(rows: list[dict[str, Any]]) -> Table:
-    """One generation table (the rows of one group, `cells.generation_cells`), terminal form."""
-    table = Table(title=_generation_title(rows))
-    for column in GENERATION_COLUMNS:
-        table.add_column(GENERATION_HEADERS[column],
-                         justify="left" if column in ("task", "method", "operating_point") else "right")
-    for row in rows:
-        if row["operating_point"] != "curve":
-            table.add_row(*(_generation_text(row, c) for c in GENERATION_COLUMNS))
-    notes = _generation_notes(rows)
+    """One generation table, terminal form."""
+    title, header, body, notes = generation_lines(rows)
+    table = Table(title=title)
+    for column, name in zip(GENERATION_COLUMNS, header):
+        table.add_column(name, justify="left" if column in ("task", "method", "operating_point") else "right")
+    for line in body:
+        table.add_row(*line)
     if notes:
         table.caption = "\n".join(notes)
     return table
 
 
 def generation_markdown(rows: list[dict[str, Any]]) -> str:
-    """One generation table (the rows of one group), Markdown."""
-    lines = [f"**{_generation_title(rows)}**", "", "| " + " | ".join(GENERATION_COLUMNS) + " |",
-             "|" + "---|" * len(GENERATION_COLUMNS)]
-    lines += ["| " + " | ".join(_generation_text(r, c) for c in GENERATION_COLUMNS) + " |" for r in rows
-              if r["operating_point"] != "curve"]
-    notes = _generation_notes(rows)
+    """One generation table, Markdown."""
+    title, _, body, notes = generation_lines(rows)
+    lines = [f"**{title}**", "", "| " + " | ".join(GENERATION_COLUMNS) + " |", "|" + "---|" * len(GENERATION_COLUMNS)]
+    lines += ["| " + " | ".join(line) + " |" for line in body]
     if notes:
         lines += [""] + [f"- {note}." for note in notes]
     return "\n".join(lines) + "\n"

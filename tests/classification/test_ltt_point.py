@@ -66,3 +66,20 @@ def test_candidate_orders_are_conservative_first() -> None:
     assert [[2.5, 0.0, 1.0][i] for i in cee.ltt_order([2.5, 0.0, 1.0])] == [0.0, 1.0, 2.5]
     deebert = get_method("deebert")
     assert deebert.grid(6)[deebert.ltt_order(deebert.grid(6))[0]] == 0.0  # entropy < 0: never exits
+
+
+def test_a_reference_of_zero_leaves_the_point_empty_and_says_why() -> None:
+    """δ = 1% of a reference accuracy of 0 is outside (0, 1): a finding for the report, never a usage error."""
+    chosen = choose_ltt_point([FULL], [FULL], reference=0.0)
+    assert chosen["candidate"] is None and not chosen["fallback"]
+    assert chosen["empty"].startswith("δ = 0.01 × the reference's calibration accuracy 0 = 0 is outside (0, 1)")
+    assert choose_ltt_point([np.zeros(0, dtype=int)], [np.zeros(0, dtype=int)], reference=0.9)["empty"] == \
+        "no calibration rows"
+
+
+def test_risk_is_against_the_reference_predictions_given() -> None:
+    """Against the full model's predictions a candidate pays for every row where it differs from them, even where it
+    agrees with its own full depth."""
+    reference = disagreeing(100)
+    chosen = choose_ltt_point([FULL], [reference], reference=0.9)
+    assert chosen["ltt"]["mean_risks"] == [0.1] and chosen["fallback"]

@@ -72,14 +72,43 @@ def test_ltt_point_is_recorded_with_its_evidence(seeded_run) -> None:
         record = json.loads(path.read_text())
         point = record["operating_points"]["ltt90_le1"]
         ltt = point["ltt"]
-        assert ltt["epsilon"] == 0.1 and ltt["delta"] == pytest.approx(0.01 * record["reference"]["heldout"])
+        assert ltt["epsilon"] == 0.1
+        assert ltt["delta"] == pytest.approx(0.01 * record["reference"]["calibration_accuracy"])
         assert len(ltt["mean_risks"]) == len(ltt["p_values"]) == len(record["method_meta"]["grid"])
-        assert ltt["n"] == record["data"]["heldout"]
+        # calibrated on its own slice, against the full-model record where one exists, in accuracy
+        assert ltt["n"] == record["data"]["calibration"] == 24 and ltt["split"] == "calibration"
+        assert point["selected_on"] == "calibration" and ltt["metric"] == "accuracy"
+        assert ltt["reference"] == ("own top layer" if record["method"] == "full" else "full-model record")
+        assert record["guarantee"]["reference"] == ltt["reference"] and "empty" not in record["guarantee"]
         if record["method"] == "full":
             assert point["fallback"] is False and point["saved_layers"] == 0
         else:  # 24 held-out rows cannot certify a 1% band: the full depth, said so
             assert point["fallback"] is True and point["mean_exit_layer"] == record["num_layers"]
             assert point["grid_index"] is None and point["met_on_selection"] is False
+
+
+def test_logs_rebuild_the_curve_and_the_static_depth_control_and_the_code_is_named(seeded_run) -> None:
+    """Every dev curve point and every layer's own score come back from the packed per-example logs (what the
+    verdict's whole-curve and static-depth comparisons resample); the words per split and the code are recorded."""
+    from cee_bench.results import unpack_digits
+
+    task = get_task("sst2")
+    full = json.loads((seeded_run / "sst2" / "full__seed1.json").read_text())
+    for path in (seeded_run / "sst2").glob("*.json"):
+        record = json.loads(path.read_text())
+        per = record["per_example"]
+        labels = np.array(per["labels"])
+        for point, preds, exits in zip(record["curve"], per["curve"]["predictions"], per["curve"]["exit_layers"]):
+            assert scores(task.metrics, np.array(unpack_digits(preds)), labels)["accuracy"] == \
+                pytest.approx(point["score"])
+            assert np.mean(unpack_digits(exits)) == pytest.approx(point["mean_exit_layer"])
+        layers = [scores(task.metrics, np.array(unpack_digits(p)), labels)["accuracy"]
+                  for p in per["layers"]["predictions"]]
+        assert layers == pytest.approx(record["per_layer_scores"]["dev"])
+        assert len(unpack_digits(per["calibration"]["predictions"])) == record["data"]["calibration"]
+        assert record["data"]["words"]["dev"] > record["data"]["words"]["heldout"]  # SST-2: sentences vs phrases
+        assert record["code"] == full["code"] and len(record["code"]["fingerprint"]) == 16
+        assert record["curve_models"] == "one"
 
 
 def test_provenance_names_the_inputs(seeded_run, glue) -> None:
@@ -165,3 +194,42 @@ def test_bad_config_is_one_line_exit_2(tmp_path, glue, cli, content, message) ->
     code, _, err = cli("run", "--config", str(config), "--data-dir", str(glue), "--output-dir", str(out))
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert snapshot(out) == {}
+
+
+def test_a_record_from_other_code_is_not_resumed_as_this_codes(seeded_run, tmp_path, glue, cli) -> None:
+    """The committed records predate shared trainings and reseeding: a run must not keep them as its own. A stored
+    record whose code fingerprint differs stops the run before training, naming the field, and is left as it was."""
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(seeded_run, out)
+    path = out / "sst2" / "full__seed1.json"
+    record = json.loads(path.read_text())
+    record["code"]["fingerprint"] = "0123456789abcdef"
+    path.write_text(json.dumps(record))
+    before = snapshot(out)
+    code, _, err = cli("run", "--task", "sst2", "--methods", "full", "--seeds", "1", "--data-dir", str(glue),
+                       "--output-dir", str(out), *TINY)
+    assert code == 2 and "code.fingerprint (stored 0123456789abcdef, requested" in err, err
+    assert len(err.strip().splitlines()) == 1 and snapshot(out) == before
+
+
+def test_a_reference_accuracy_of_zero_is_a_finding_not_a_usage_error(tmp_path, glue, cli, monkeypatch) -> None:
+    """QQP's smoke full model once stopped a run after training (δ = 0.01 × 0 refused as bad input). A derived
+    quantity outside its domain now leaves the Learn-then-Test point empty: the run completes, writes its records,
+    and the report says why the row is empty."""
+    from cee_bench.classification import recipe
+
+    monkeypatch.setattr(recipe, "_calibration_scores", lambda task, preds, labels: {"calibration": 0.0,
+                                                                                    "calibration_accuracy": 0.0})
+    out = tmp_path / "out"
+    code, _, err = cli("run", "--task", "sst2", "--methods", "full,pabee", "--data-dir", str(glue), "--output-dir",
+                       str(out), *TINY)
+    assert code == 0, err
+    record = json.loads((out / "sst2" / "pabee__seed42.json").read_text())
+    assert "ltt90_le1" not in record["operating_points"] and set(record["operating_points"]) == {"no_loss",
+                                                                                                   "le1_loss"}
+    assert record["guarantee"]["empty"].startswith("δ = 0.01 × the reference's calibration accuracy 0 = 0")
+    code, report, err = cli("report", "--results-dir", str(out), "--format", "markdown", "--bootstrap", "20")
+    assert code == 0, err
+    assert "| empty: δ = 0.01 × the reference's calibration accuracy 0" in report

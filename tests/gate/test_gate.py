@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import slowdown  # benchmarks/slowdown.py: test-only support beside the suite (tests/gate/conftest.py)
 
 from cee_bench.classification import curve, runtime
-from cee_bench.gate import command, compare, saved_run, suite, workload
+from cee_bench.errors import UserError
+from cee_bench.gate import command, compare, export, saved_run, suite, workload
 from cee_bench.gate.saved_run import Entry, Figures, Machine, SavedRun
 
 SUBSET = "pabee and (early_exit or sweep)"
@@ -171,6 +173,32 @@ def test_default_saved_run_is_this_machines_else_another_committed_one(monkeypat
         "nvidia-h200-cuda.json"
 
 
+def test_a_designated_default_wins_over_the_order_of_names_and_several_undesignated_are_refused(monkeypatch,
+                                                                                                 tmp_path):
+    monkeypatch.setattr(saved_run, "SAVED_RUNS_DIR", tmp_path)
+    for name in ("a-first-2cpu.json", "z-runner-4cpu.json"):
+        (tmp_path / name).write_text("{}")
+    with pytest.raises(UserError, match="2 of other machines with none designated for cpu: pass --baseline"):
+        saved_run.default_path("cpu", HERE, saving=False)
+    (tmp_path / saved_run.DEFAULTS_NAME).write_text('{"cpu": "z-runner-4cpu.json"}')
+    assert saved_run.default_path("cpu", HERE, saving=False).name == "z-runner-4cpu.json"
+    assert saved_run.saved_runs("cpu") == [tmp_path / "a-first-2cpu.json", tmp_path / "z-runner-4cpu.json"]
+    (tmp_path / saved_run.DEFAULTS_NAME).write_text('["z-runner-4cpu.json"]')
+    with pytest.raises(UserError, match="defaults.json is corrupt"):
+        saved_run.default_path("cpu", HERE, saving=False)
+
+
+def test_a_change_of_python_torch_or_transformers_is_named_in_one_line():
+    saved = saved_run_of()
+    saved.machine_info.update(python_version="3.11.7", torch="2.13.0+cpu")  # an older run: no transformers
+    now = {"python_version": "3.12.1", "torch": "2.13.0+cpu", "transformers": "5.24.0"}
+    assert saved_run.version_changes(saved, now) == (
+        "versions differ from the baseline's: python 3.11.7 → 3.12.1; a change of speed may come from them, not from "
+        "the code")
+    assert saved_run.version_changes(saved, {**now, "python_version": "3.11.7"}) is None
+    assert set(saved_run.current_versions()) == {"python_version", "torch", "transformers"}
+
+
 # --- the command, with the suite replaced by canned runs ---
 
 def canned(figures: dict[str, Figures]) -> suite.SuiteRun:
@@ -202,6 +230,39 @@ def test_the_command_exits_1_on_a_confirmed_regression_only(monkeypatch, tmp_pat
     got, out, _ = cli("bench", "--baseline", str(path))
     assert got == code and message in out and not reruns
     assert "allowance" in out and "20%" in out
+
+
+def test_json_and_github_benchmark_exports_say_what_the_table_says(monkeypatch, tmp_path, here, cli):
+    path = saved(tmp_path / "b.json", ee=entry(1.0, 0.05), gone=entry(1.0))
+    saved_run.save(path, replace(saved_run.load(path, "cpu", workload.BACKBONE),
+                                 machine_info={"cpu": {"brand_raw": HERE.cpu, "count": HERE.cores}, "torch": "0.1"}))
+    reruns = [1.5, 1.5]
+    monkeypatch.setattr(suite, "run_suite", lambda device, keyword=None, names=None, rounds_scale=1:
+                        canned({"ee": fig(reruns.pop(0) if names else 1.5)}))
+    code, out, _ = cli("bench", "--baseline", str(path), "--json", str(tmp_path / "gate.json"),
+                       "--github-benchmark", str(tmp_path / "github.json"))
+    assert code == export.REGRESSED and "versions differ from the baseline's: torch 0.1 →" in out
+    document = json.loads((tmp_path / "gate.json").read_text())
+    assert document["outcome"] == "regressed" and document["exit_code"] == 1 and document["threshold"] == 0.2
+    assert document["notices"] and document["notices"][0].startswith("versions differ")
+    rows = {row["name"]: row for row in document["benchmarks"]}
+    assert rows["ee"]["verdict"] == "REGRESSED" and rows["ee"]["change"] == pytest.approx(0.5)
+    assert rows["ee"]["allowance"] == pytest.approx(0.2) and rows["ee"]["reruns"] == pytest.approx([0.5, 0.5])
+    assert rows["gone"]["verdict"] == "not run" and rows["gone"]["normalised"] is None
+    github = json.loads((tmp_path / "github.json").read_text())
+    assert github == [{"name": "ee", "unit": export.UNIT, "value": 1.5,
+                       "extra": "change +50.0% (allowance 20%); verdict REGRESSED; reference r"}]
+
+
+def test_a_failing_suite_exits_3_not_1_and_says_so_in_the_json(monkeypatch, tmp_path, here, cli):
+    import pytest as real_pytest
+
+    path = saved(tmp_path / "b.json", ee=entry(1.0))
+    monkeypatch.setattr(real_pytest, "main", lambda args: real_pytest.ExitCode.TESTS_FAILED)
+    code, _, err = cli("bench", "--baseline", str(path), "--json", str(tmp_path / "gate.json"))
+    assert code == export.SUITE_FAILED == 3 and "the benchmark suite failed (pytest exit code 1)" in err
+    document = json.loads((tmp_path / "gate.json").read_text())
+    assert document["outcome"] == "suite failed" and document["benchmarks"] == [] and document["error"]
 
 
 def test_save_writes_this_machines_saved_run_from_several_runs(monkeypatch, tmp_path, here, cli):
@@ -296,8 +357,10 @@ def test_threshold_accepts_a_percent_sign():
 
 
 def test_committed_saved_runs_match_the_suite():
-    paths = sorted(saved_run.SAVED_RUNS_DIR.glob("*.json"))
+    paths = saved_run.saved_runs("cpu") + saved_run.saved_runs("cuda")
     assert paths, "no committed saved run"
+    defaults = json.loads((saved_run.SAVED_RUNS_DIR / saved_run.DEFAULTS_NAME).read_text())
+    assert all(saved_run.SAVED_RUNS_DIR / name in paths for name in defaults.values()), defaults
     for path in paths:
         saved = saved_run.load(path, "cuda" if path.stem.endswith("-cuda") else "cpu", workload.BACKBONE)
         assert path.stem == saved.machine.slug and saved.runs >= 5 and saved.entries

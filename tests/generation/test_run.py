@@ -14,6 +14,7 @@ from cee_bench.generation.tasks import load_examples
 from cee_bench.options import RunOptions
 from cee_bench.runner import run
 from cee_bench.tasks import get_task
+from data_paths import SHARED_DATA
 
 WORDS = "the a cat dog sat ran on mat park today news said police man woman city summary of it was".split()
 
@@ -68,9 +69,9 @@ def test_missing_field_names_the_file_and_record(tmp_path):
 
 
 def test_shared_data_loads_when_at_hand():
-    shared = Path(__file__).resolve().parents[3] / "shared" / "data"
+    shared = SHARED_DATA
     if not (shared / "cnn_dm").is_dir():
-        pytest.skip("../shared/data not at hand")
+        pytest.skip(f"no CNN/DM data at {shared / 'cnn_dm'}")
     examples, _ = load_examples("cnndm", shared)
     assert len(examples) == 250 and examples[0].gold
 
@@ -126,6 +127,13 @@ def test_end_to_end_on_a_tiny_model_writes_complete_records(tmp_path):
                       "tokens_per_s", "speedup_measured"):
             assert all(field in p for p in record["curve"])
         assert "ltt" in record["operating_points"]
+        # per-prompt values at every curve point, for the report's two-level intervals and verdict
+        logs = record["per_example"]["curve"]
+        assert len(logs) == len(record["curve"]) and all("examples" not in p for p in record["curve"])
+        for point, log in zip(record["curve"], logs):
+            assert sum(log["rouge_l"]) / len(log["rouge_l"]) == pytest.approx(point["rouge_l"], abs=1e-4)
+            assert len(log["bert_f"]) == len(log["layers"]) == len(log["tokens"]) == len(record["per_example"]["ids"])
+        assert record["code"]["fingerprint"]
         prov = record["provenance"]  # the same provenance block as the classification track
         assert prov["date"] and prov["command"] and "dirty" in prov["git"]
         assert len(prov["data"]["files"]) == 1 and all(len(h) == 64 for h in prov["data"]["files"].values())

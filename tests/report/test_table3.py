@@ -20,6 +20,8 @@ from cee_bench.results import save_result
 
 ROOT = Path(__file__).resolve().parents[2]
 L = 6
+# what a Learn-then-Test row certified before the calibration slice: its own top layer, on held-out
+LTT_OLD = "≤1% acc. loss vs own top layer @90% conf., LTT on heldout"
 DISPLAY = {"full": "Full", "pabee": "PABEE", "deebert": "DeeBERT", "consistentee": "ConsistentEE"}
 
 
@@ -160,8 +162,8 @@ def test_seeds_give_mean_sd_interval_and_paired_delta():
     assert "within noise" not in body["DeeBERT (≤1% loss)"]["mrpc Δ"]
     assert "(sd " in body["Full"]["mrpc F1"] and " ± " in body["Full"]["mrpc F1"]
     assert "within noise: 1 of 2 cells shown with a Δ interval." in table.notes
-    assert body["PABEE (≤1% loss)"]["mrpc ×b1/b32"] == "1.50/1.80"
-    assert any("mrpc 0.93/1.01" in note for note in table.notes)  # the full model's own layer-by-layer ratio
+    assert body["PABEE (≤1% loss)"]["mrpc ×b1/b32"] == "1.50 ± 0.00/1.80 ± 0.00"  # the same in both seeds
+    assert any("mrpc 0.93 ± 0.00/1.01 ± 0.00" in note for note in table.notes)  # the full model's own layer-by-layer ratio
 
 
 def test_two_configs_never_share_a_cell():
@@ -203,10 +205,10 @@ def test_ltt_fallback_unconverged_alpha_and_old_records_are_labelled():
     report = rep.build_report(records, resamples=50)
     table = report.tables[0]
     body = {line[0]: dict(zip(table.header, line)) for line in table.body}
-    assert body["PABEE (≤1% loss @90% conf., LTT)"]["rte layers"] == "fallback: full depth"
+    assert body[f"PABEE ({LTT_OLD})"]["rte layers"] == "fallback: full depth"
     assert body["ConsistentEE (≤1% loss)"]["rte acc"].endswith("‡")
-    assert body["consistentee-pi (≤1% loss)"]["rte acc"].endswith("‡§")  # the flags of the pair's α
-    assert any(note.startswith("§ ConsistentEE") for note in table.notes)
+    assert body["consistentee-pi (≤1% loss)"]["rte acc"].endswith("‡⊘")  # the flags of the pair's α
+    assert any(note.startswith("⊘ ConsistentEE") for note in table.notes)
     old = body["DeeBERT (≤1% loss)"]
     assert old["rte acc"].endswith("†") and old["rte Δ"] == "+0.0†"
     assert any(note.startswith("‡ ConsistentEE") for note in table.notes)
@@ -224,7 +226,7 @@ def test_plots_one_png_per_task_with_fixed_colours(tmp_path):
     records += [_record("mrpc", "pabee", labels, {"le1_loss": (preds, np.full(len(labels), 3), True)}, seed=s,
                         metric="f1") for s in (42, 43)]
     paths = figure3.plot_curves(rep.build_report(records, resamples=20), tmp_path)
-    assert [p.name for p in paths] == ["curve_mrpc.png"] and paths[0].stat().st_size > 1000
+    assert [p.name for p in paths] == ["curve_mrpc.png", "curve_mrpc.svg"] and paths[0].stat().st_size > 1000
     assert figure3.method_colour("pabee") == figure3.method_colour("pabee") != figure3.method_colour("deebert")
 
 
@@ -281,4 +283,17 @@ def test_a_fallback_in_some_seeds_is_named_even_at_full_depth():
     records += [_record("rte", "pabee", labels, {"ltt90_le1": (preds, np.full(n, L), s == 43, {"fallback": s == 42})},
                         seed=s) for s in (42, 43)]
     body = _body(rep.build_report(records, resamples=20))
-    assert body["PABEE (≤1% loss @90% conf., LTT)"]["rte layers"] == "0% (fallback: full depth in 1/2 seeds)"
+    assert body[f"PABEE ({LTT_OLD})"]["rte layers"] == "0% (fallback: full depth in 1/2 seeds)"
+
+
+def test_to_frame_is_the_csv_as_a_dataframe():
+    """`report.to_frame`: the CSV's rows and columns, for a notebook, with the numbers as numbers."""
+    labels, preds = _data(n=60)
+    report = rep.build_report([_full("rte", labels, preds),
+                               _record("rte", "pabee", labels, {"le1_loss": (preds, np.full(60, 3), True)})],
+                              resamples=20)
+    frame = rep.to_frame(report.rows)
+    assert list(frame.columns) == list(tables.CSV_COLUMNS) and len(frame) == len(report.rows) == 2
+    from_csv = list(csv.DictReader(io.StringIO(tables.to_csv(report.rows))))
+    assert frame["method"].tolist() == [r["method"] for r in from_csv]
+    assert frame["score_mean"].tolist() == pytest.approx([float(r["score_mean"]) for r in from_csv])
