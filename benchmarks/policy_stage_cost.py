@@ -66,7 +66,7 @@ def main() -> None:
     cache = seconds(lambda: holder.setdefault("states", collect_states(model, train, ctx.eval_batch_size)))
     states = holder["states"]
     memorized = memorized_layer(states.preds, train.labels)
-    alpha = alpha_per_layer(stage.alphas[0], model.num_layers)
+    alpha = alpha_per_layer(1.0, model.num_layers)  # the stage costs the same at any α
     policy = seconds(lambda: train_policy(ctx, states, memorized, alpha, 0))
     steps = math.ceil(len(train) / stage.batch_size)
     timed = min(args.reference_batches, steps)

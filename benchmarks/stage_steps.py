@@ -36,6 +36,7 @@ from cee_bench.tasks import get_task
 
 METHODS = ("full", "pabee", "deebert", "berxit", "right-tool", "pcee-bert", "consistentee")
 SEED = 42
+HELDOUT_ALPHAS = 5  # the size of ConsistentEE's held-out α grid on SST-2 at 2,000 rows (it depends on the data)
 
 
 class StepClock(Progress):
@@ -70,7 +71,7 @@ def measure(task: str, data_dir: Path, *, methods: Sequence[str] = METHODS, rows
         method = get_method(name)
         stages = resolve_stages(method, RunOptions(task=task, methods=name, preset=preset, epochs=epochs))
         if "policy" in stages:
-            stages["policy"] = replace(stages["policy"], alphas=stages["policy"].alphas[:1], max_rounds=1)
+            stages["policy"] = replace(stages["policy"], alphas=(1.0,), max_rounds=1)  # a step costs the same at any α
         model = build_model(method, encoder, get_task(task), "mean", SEED)
         steps = StepClock(clock)
         started = clock()
@@ -97,7 +98,8 @@ def estimate(figures: dict[str, Any], rows: int, *, preset: str = "cpu", task: s
         steps = {s: math.ceil(stages[s].epochs * math.ceil(rows / stages[s].batch_size)) for s in stages}
         seconds = {s: steps[s] * per_stage[s] for s in stages}
         if "policy" in stages:
-            rounds = (alphas or len(stages["policy"].alphas)) * stages["policy"].max_rounds
+            grid = stages["policy"].alphas
+            rounds = (alphas or (HELDOUT_ALPHAS if isinstance(grid, str) else len(grid))) * stages["policy"].max_rounds
             seconds = seconds["init"] + rounds * (seconds["policy"] + seconds["refine"]
                                                   + rows * figures["eval_s_per_row"])
             totals[name] = seconds
@@ -114,7 +116,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=96, help="training rows (batch 16: 6 steps per epoch)")
     parser.add_argument("--max-seq-length", type=int, default=128)
     parser.add_argument("--estimate-rows", default="4000", help="comma-separated training-set sizes to estimate")
-    parser.add_argument("--alphas", type=int, default=None, help="ConsistentEE's α count (default: the preset's)")
+    parser.add_argument("--alphas", type=int, default=None,
+                        help=f"ConsistentEE's α count (default: the preset's; {HELDOUT_ALPHAS} for a held-out grid)")
     parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
     args = parser.parse_args()
     figures = measure(args.task, args.data_dir, methods=args.methods.split(","), rows=args.rows,

@@ -23,6 +23,7 @@ METHOD_MODULES: dict[str, str] = {
     "pcee-bert": "baselines.pcee",
     "consistentee": "cee_bench.classification.consistentee",
     "consistentee-vanilla": "cee_bench.classification.consistentee:VANILLA",
+    "consistentee-pi": "cee_bench.classification.consistentee:PI_SWEEP",
 }
 GENERATION_METHOD_MODULES: dict[str, str] = {
     "calm": "baselines.calm",

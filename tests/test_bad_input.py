@@ -50,7 +50,7 @@ OUT_OF_DOMAIN: dict[str, list[str]] = {
     "runs": ["0", "-2", "x", "1.5"], "revision": ["main"], "seeds": ["1,1", "x", ","], "config": [MISSING, FOLDER],
     "seed": ["-1", str(2**32)], "delta": ["0", "1", "nan"], "epsilon": ["0", "1.5", "inf"],
     "alpha": ["-0.5", "nan", "inf"], "max_seq_length": ["0", "100000"], "verdict": ["nosuch", ","],
-    "launcher": ["nosuch"],
+    "launcher": ["nosuch"], "method": ["nosuch", "full"],
 }
 BY_TYPE = {"integer": ["-1", "0"], "float": ["nan", "inf", "-1", "0"]}
 WRONG_TYPE = {"integer": ["x", "1.5"], "float": ["x"]}
@@ -164,7 +164,7 @@ def base_args(path: tuple[str, ...], name: str) -> list[str]:
                 "--quiet"]
     if path in (("analyze", "hardness"), ("analyze", "layers")):
         return ["--task", "rte", "--preset", "smoke", *glue, "--output-dir", "<store>", "--quiet"]
-    if path == ("analyze", "reward"):
+    if path in (("analyze", "reward"), ("analyze", "policy")):
         return ["--task", "rte", "--output-dir", "<store>"]
     if path == ("report",):
         return ["--results-dir", "<store>"]

@@ -8,6 +8,8 @@ the results store's `<task>/*.json` records stay the only JSON files it reads).
   layer) and under the ConsistentEE objective (each instance only at its exit layer; blank where none exits).
 - `reward` (Figure 4): score and layer speed-up of the vanilla and the hardness-guided reward over the α grid, read
   from the `consistentee` and `consistentee-vanilla` records of `cee-bench run`.
+- `policy` (not in the paper; issue 20): what ConsistentEE's policy did, α by α and round by round — held-out exit
+  histogram, π per deciding layer, per-layer training CE, the histogram of the memorized layer — read from a record.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ if TYPE_CHECKING:  # torch is imported inside the commands, so `cee-bench --help
     import torch
 
 analyze_app = typer.Typer(add_completion=False,
-                          help="The paper's analyses: Table 1 (hardness), Figure 2 (layers), Figure 4 (reward).")
+                          help="The paper's analyses: Table 1 (hardness), Figure 2 (layers), Figure 4 (reward); and "
+                               "ConsistentEE's policy over its training rounds (policy).")
 console = Console()  # the analyses' tables: data, on stdout
 messages = Console(stderr=True)  # "wrote ..." lines
 PAPER_TABLE1 = {"rte": (0.76, 0.59), "mrpc": (0.84, 0.43), "sst2": (0.66, 0.32)}
@@ -200,12 +203,14 @@ def layers(task: str = TASK, output_dir: Path = OUTPUT_DIR, data_dir: Optional[P
            max_train_samples: Optional[int] = MAX_TRAIN, max_seq_length: Optional[int] = MAX_LEN,
            pooling: str = POOLING, seed: int = SEED,
            alpha: Optional[float] = typer.Option(None, help="α of the ConsistentEE model; default: the middle of "
-                                                            "the preset's grid."),
+                                                            "the preset's grid (required where the preset chooses "
+                                                            "its grid on held-out)."),
            quiet: bool = QUIET) -> None:
     """Figure 2: per-layer training loss and accuracy, weighted-CE objective vs ConsistentEE objective. The models
     are `cee-bench run`'s (the step-1 model and the α model, from the model store of `--output-dir` when there,
     trained and stored otherwise)."""
-    from cee_bench.classification.consistentee import METHOD, check_alpha, exit_layers
+    from cee_bench.classification.consistentee import METHOD, check_alpha
+    from cee_bench.classification.policy_diagnostics import exit_layers
     from cee_bench.classification.recipe import EVAL_BATCH_SIZE
     from cee_bench.classification.sharing import MethodTrainer
     from cee_bench.classification.store import load_model
@@ -216,6 +221,8 @@ def layers(task: str = TASK, output_dir: Path = OUTPUT_DIR, data_dir: Optional[P
     opts, task_, encoder, data, stages, progress = _inputs(task, output_dir, data_dir, model, preset, epochs,
                                                            max_train_samples, max_seq_length, pooling, seed, quiet)
     grid = stages["policy"].alphas
+    if alpha is None and isinstance(grid, str):
+        raise UserError(f"the '{preset}' preset chooses its alpha grid on held-out after step 1: give --alpha")
     alpha = grid[len(grid) // 2] if alpha is None else alpha
     labels = data["train"].labels
     trained = MethodTrainer(METHOD, task_, encoder, data, METHOD.with_grid(stages, [alpha]), opts, progress,
@@ -288,3 +295,104 @@ def reward(task: str = TASK, output_dir: Path = OUTPUT_DIR) -> None:
     ax.legend(fontsize=8)
     for path in _write(out_dir, "reward", {"task": task, "curves": curves}, fig):
         messages.print(f"wrote {path}")
+
+
+POLICY_METHODS = ("consistentee", "consistentee-vanilla", "consistentee-pi")
+POLICY_PANELS = ("held-out exits (share of rows)", "π per deciding layer: mean —, undecided share - -",
+                 "training CE per layer (round start)", "memorized layer M (share of rows)")
+
+
+def policy_rounds(record: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """α → the record's round rows, checked to carry the policy diagnostics (records before issue 20 do not)."""
+    rounds = ((record.get("method_meta") or {}).get("log") or {}).get("rounds")
+    if not isinstance(rounds, dict) or not rounds:
+        raise UserError(f"{record.get('_path', 'the record')} has no ConsistentEE rounds")
+    if any("pi_mean" not in row for rows in rounds.values() for row in rows):
+        raise UserError(f"{record.get('_path', 'the record')} predates the policy diagnostics; run it again "
+                        "(cee-bench run --force)")
+    return dict(sorted(rounds.items(), key=lambda item: float(item[0])))
+
+
+def _policy_row(ax_row, alpha: str, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+    """One α's four panels, one colour per round (light → dark)."""
+    import numpy as np
+    from matplotlib import colormaps
+
+    colours = colormaps["Blues"](np.linspace(0.45, 1.0, len(rows)))
+    width = 0.8 / len(rows)
+    for i, (row, colour) in enumerate(zip(rows, colours)):
+        label = f"round {row['round']}"
+        layers = np.arange(1, len(row["exit_histogram"]) + 1)
+        ax_row[0].bar(layers + (i - (len(rows) - 1) / 2) * width, row["exit_histogram"], width, color=colour,
+                      label=label)
+        deciding = np.arange(1, len(row["pi_mean"]) + 1)
+        ax_row[1].plot(deciding, row["pi_mean"], "o-", color=colour, label=label)
+        ax_row[1].plot(deciding, row["pi_mid_share"], "s--", color=colour)
+        ax_row[2].plot(layers, row["train_layer_ce"], "o-", color=colour, label=label)
+        ax_row[3].bar(layers + (i - (len(rows) - 1) / 2) * width, row["memorized_histogram"], width, color=colour,
+                      label=label)
+    flags = [name for name, table in (("converged", meta.get("converged")), ("collapsed", meta.get("collapsed")))
+             if isinstance(table, dict) and table.get(alpha)]
+    ax_row[0].set_ylabel(f"α_depth {alpha}" + (f"\n({', '.join(flags)})" if flags else ""))
+    ax_row[1].set_ylim(-0.05, 1.05)
+    for ax in ax_row:
+        ax.set_xlabel("layer")
+        ax.grid(alpha=0.3)
+
+
+@analyze_app.command()
+def policy(task: str = TASK, output_dir: Path = OUTPUT_DIR,
+           method: str = typer.Option("consistentee", help="Whose rounds: " + ", ".join(POLICY_METHODS) + "."),
+           seed: int = typer.Option(42, help="The record's seed.")) -> None:
+    """ConsistentEE's policy over its rounds, per α: held-out exit histogram, π per deciding layer (mean and share in
+    (0.1, 0.9)), per-layer training CE and the histogram of the memorized layer (from a run record)."""
+    from cee_bench.classification.policy_diagnostics import layers_with
+    from cee_bench.results import result_path
+    from cee_bench.tasks import get_task
+    from cee_bench.validation import check_numbers
+
+    task = get_task(task).name
+    if method not in POLICY_METHODS:
+        raise UserError(f"unknown method '{method}' for the policy analysis; choose one of {', '.join(POLICY_METHODS)}")
+    check_numbers({"seed": seed})
+    out_dir = analysis_dir(output_dir, task)
+    path = result_path(output_dir, task, method, seed)
+    if not path.is_file():
+        raise UserError(f"no {method} record for task {task}, seed {seed} ({path}); run `cee-bench run --task {task} "
+                        f"--methods {method} --seed {seed}` first")
+    try:
+        record = {**json.loads(path.read_text()), "_path": str(path)}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"cannot read results file {path}: {exc}") from None
+    rounds = policy_rounds(record)
+    meta = record["method_meta"]
+    estimator = meta.get("estimator", "?")
+    table = Table(title=f"ConsistentEE's policy ({task}, {method}, seed {seed}, estimator {estimator}; held-out)")
+    for column in ("α_depth", "round", "score", "exit histogram (%)", "layers ≥ 5%", "π undecided (reached)",
+                   "M histogram (%)", "collapsed", "converged"):
+        table.add_column(column)
+    percent = lambda values: " ".join(f"{100 * v:.0f}" for v in values)  # noqa: E731
+    for alpha, rows in rounds.items():
+        for row in rows:
+            table.add_row(alpha, str(row["round"]), f"{row['score']:.4f}", percent(row["exit_histogram"]),
+                          str(layers_with(row["exit_histogram"])),
+                          " ".join("–" if v is None else f"{v:.2f}" for v in row["pi_mid_share_reached"]),
+                          percent(row["memorized_histogram"]), str(row["collapsed"]), str(row["converged"]))
+    console.print(table)
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(rounds), len(POLICY_PANELS), figsize=(4 * len(POLICY_PANELS), 2.6 * len(rounds)),
+                             squeeze=False)
+    for ax_row, (alpha, rows) in zip(axes, rounds.items()):
+        _policy_row(ax_row, alpha, rows, meta)
+    for ax, title in zip(axes[0], POLICY_PANELS):
+        ax.set_title(title, fontsize=9)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(f"{task}: {record.get('method_display', method)}, seed {seed}, estimator {estimator}", fontsize=10)
+    numbers = {"task": task, "method": method, "seed": seed, "estimator": estimator,
+               "alpha_grid": meta.get("alpha_grid"), "converged": meta.get("converged"),
+               "collapsed": meta.get("collapsed"),
+               "rounds": {alpha: [{k: v for k, v in row.items() if k not in ("policy_loss", "refine_loss")}
+                                  for row in rows] for alpha, rows in rounds.items()}}
+    for written in _write(out_dir, f"policy_{method}_seed{seed}", numbers, fig):
+        messages.print(f"wrote {written}")
+

@@ -52,6 +52,15 @@ class Method:
         an out-of-domain threshold is a `UserError` raised before anything is written."""
         raise NotImplementedError
 
+    def thresholds(self, grid: Sequence[Any]) -> list[Any]:
+        """The curve's thresholds for a grid: the grid itself, except for a method that reads each grid value's model
+        at several exit thresholds (ConsistentEE's π sweep: (α_depth, π) pairs)."""
+        return list(grid)
+
+    def variant(self, threshold: Any) -> Any:
+        """The grid value (the trained model, for a method that trains one per value) a curve threshold belongs to."""
+        return threshold
+
     def ltt_order(self, grid: Sequence[Any]) -> list[int]:
         """Indices of `grid` from the most conservative value to the most aggressive, fixed without data, for
         Learn-then-Test's fixed-sequence testing (`curve.choose_ltt_point`). Grids are written conservative first
@@ -74,6 +83,9 @@ class Method:
     # method whose stage has the same key and keeps it in the model store; `fit` then trains only the stages not named
     # here.
     shares: ClassVar[dict[str, str]] = {}
+    # The method whose training this method's weights are (the same training keys, so a run with both trains them
+    # once); None for its own. A method that only reads another's models differently (ConsistentEE's π sweep) names it.
+    trained_as: ClassVar[str | None] = None
     # True when `fit` keeps and resumes its own rounds through `ctx.checkpoints` (one model per grid value); the
     # harness then stores the models those rounds leave instead of one model for the whole `fit`.
     resumes_rounds: ClassVar[bool] = False

@@ -135,22 +135,25 @@ class ClassificationRecipe:
         model, variants = trained.model, trained.variants
         given = opts.grids.get(method.name)
         grid = list(variants) if variants else list(given if given is not None else method.grid(model.num_layers))
+        thresholds = method.thresholds(grid)  # the curve's points: the grid, or (α_depth, π) for the π sweep
 
         def model_for(value: Any) -> MultiExitModel:
-            return variants.get(value, model) if variants else model
+            return variants.get(method.variant(value), model) if variants else model
 
         def trace_of(value: Any, split: str) -> Trace:
             return self.evaluations.trace(model_for(value), data[split], split)
 
-        curves = {split: sweep(grid, lambda v, s=split: (trace_of(v, s), method.rule(model_for(v), v)), task)
+        curves = {split: sweep(thresholds, lambda v, s=split: (trace_of(v, s), method.rule(model_for(v), v)), task)
                   for split in ("heldout", "dev")}
-        reference, reference_preds = _reference(opts, task, method, {s: trace_of(grid[-1], s) for s in SPLITS},
+        last = thresholds[-1]
+        reference, reference_preds = _reference(opts, task, method, {s: trace_of(last, s) for s in SPLITS},
                                                 data["calibration"])
         chosen = choose_operating_points(curves["heldout"], reference["heldout"])
-        settings = {name: (model_for(grid[c["grid_index"]]),
-                           method.rule(model_for(grid[c["grid_index"]]), grid[c["grid_index"]]), grid[c["grid_index"]])
+        settings = {name: (model_for(thresholds[c["grid_index"]]),
+                           method.rule(model_for(thresholds[c["grid_index"]]), thresholds[c["grid_index"]]),
+                           thresholds[c["grid_index"]])
                     for name, c in chosen.items()}
-        ltt_choice, ltt_setting, guarantee = _ltt_choice(method, grid, model_for, trace_of, reference,
+        ltt_choice, ltt_setting, guarantee = _ltt_choice(method, thresholds, model_for, trace_of, reference,
                                                          reference_preds, task)
         if ltt_choice is not None:
             chosen[LTT_POINT], settings[LTT_POINT] = ltt_choice, ltt_setting
@@ -178,29 +181,30 @@ class ClassificationRecipe:
                             "grid_source": "run options" if given is not None else "method", "log": trained.log},
             "train_seconds": train_seconds, "model_store": trained.model_store, "training": trained.training,
             "reference": reference, "guarantee": guarantee,
-            "per_layer_scores": {split: per_layer_scores(trace_of(grid[-1], split), task)
+            "per_layer_scores": {split: per_layer_scores(trace_of(last, split), task)
                                  for split in ("heldout", "dev")},
             "curve": curves["dev"], "selection_curve": curves["heldout"], "curve_kind": "simulated",
             "curve_models": "one per grid value" if variants else "one",
             "eval_split": "dev", "select_split": "heldout", "calibration_split": "calibration",
             "operating_points": operating_points,
-            "per_example": _per_example(method, grid, model_for, trace_of, data, points, bool(variants)),
+            "per_example": _per_example(method, thresholds, grid, model_for, trace_of, data, points,
+                                        bool(variants)),
         }
 
 
 SPLITS = ("heldout", "calibration", "dev")
 
 
-def _per_example(method: Method, grid: list[Any], model_for: Any, trace_of: Any, data: dict[str, Encoded],
-                 points: dict[str, dict[str, Any]], variants: bool) -> dict[str, Any]:
+def _per_example(method: Method, thresholds: list[Any], grid: list[Any], model_for: Any, trace_of: Any,
+                 data: dict[str, Encoded], points: dict[str, dict[str, Any]], variants: bool) -> dict[str, Any]:
     """The record's per-example log, from which the report recomputes every interval and the verdict its curves:
     the dev ids and labels; per operating point its predictions, simulated and real exit layers and its model's own
     top-layer predictions; per dev curve point its predictions and exit layers; every layer's own prediction (the
     static-depth control; per grid value where each trains its own model); and the top layer's predictions on the
     calibration slice (what Learn-then-Test compares other methods with, when this is the full model). Long arrays
     are packed one character per example (`results.pack_digits`)."""
-    dev = [trace_of(value, "dev") for value in grid]
-    curve = [rule_predictions(t, method.rule(model_for(v), v)) for t, v in zip(dev, grid)]
+    dev = [trace_of(value, "dev") for value in thresholds]
+    curve = [rule_predictions(t, method.rule(model_for(v), v)) for t, v in zip(dev, thresholds)]
     models = grid if variants else grid[-1:]
     layers = {str(v): [pack_digits(p) for p in trace_of(v, "dev").signals["logits"].argmax(-1).numpy().T]
               for v in models}

@@ -182,7 +182,7 @@ class MethodTrainer:
         stored. Returns the key and the entry's log and meta."""
         # "recipe" is the identity's original word for the method whose training this is: kept, as every stored key
         # is a hash of it
-        identity = {**self.base, "recipe": layout.name, "parents": parents,
+        identity = {**self.base, "recipe": layout.trained_as or layout.name, "parents": parents,
                     "stages": {name: asdict(stage) for name, stage in stages.items()}}
         key = training_key(identity)
         with self.claim(key):  # a second process training this key waits here, then loads what this one stored
@@ -229,7 +229,8 @@ class MethodTrainer:
             files = {SINGLE: parents[-1]}
         elif method.resumes_rounds:
             ctx = self.context(model, self.stages)
-            ctx.checkpoints = StoreCheckpoints(self, {**self.base, "recipe": method.name, "parents": parents}, ctx)
+            ctx.checkpoints = StoreCheckpoints(self, {**self.base, "recipe": method.trained_as or method.name,
+                                                      "parents": parents}, ctx)
             torch.manual_seed(opts.seed)
             variants = method.fit(ctx) or {}
             log.update(ctx.log)

@@ -54,9 +54,12 @@ def _ms(latency: dict[str, Any], side: str, stat: str) -> float | None:
     return latency.get(f"{side}_ms_{'median' if stat == 'p50' else stat}")
 
 
-def converged_at(record: dict[str, Any], threshold: Any) -> bool | None:
-    """Whether ConsistentEE's rounds converged for the chosen α (None where the record does not say)."""
-    table = (record.get("method_meta") or {}).get("converged")
+def converged_at(record: dict[str, Any], threshold: Any, flag: str = "converged") -> bool | None:
+    """Whether ConsistentEE's rounds converged (`flag` "collapsed": collapsed) for the chosen α, the first of an
+    (α, π) pair on the π sweep's row (None where the record does not say)."""
+    table = (record.get("method_meta") or {}).get(flag)
+    if isinstance(threshold, (list, tuple)) and threshold:
+        threshold = threshold[0]
     if not isinstance(table, dict) or threshold is None:
         return None
     for alpha, done in table.items():
@@ -175,6 +178,7 @@ def _cell(task: str, method: str, op: str, points: list[tuple[dict, dict]], ev: 
     row["met"] = row["met_seeds"] == len(points)
     converged = [converged_at(r, p.get("threshold")) for r, p in points]
     row["converged"] = None if all(c is None for c in converged) else all(c is not False for c in converged)
+    row["collapsed"] = any(converged_at(r, p.get("threshold"), "collapsed") for r, p in points)
     if op == LTT_POINT and method != "full":
         row.update(guarantee(p0, first))
         row["label"] = guarantee_label([row])

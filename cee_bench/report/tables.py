@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 METRIC_SHORT = {"f1": "F1", "accuracy": "acc"}
 CSV_COLUMNS = ("kind", "table", "task", "method", "method_display", "operating_point", "label", *TABLE_KEYS,
                *TASK_KEYS, "split", "selected_on", "metric", "num_layers", "seeds", "seed_list", "threshold", "met",
-               "met_seeds", "fallback_seeds", "converged", "degenerate", "degenerate_reason", "constant_predictor",
+               "met_seeds", "fallback_seeds", "converged", "collapsed", "degenerate", "degenerate_reason",
+               "constant_predictor",
                "one_class_share", "constant_score", "constant_layers", "static_depth", "score", "score_mean",
                "score_sd", "score_ci_low", "score_ci_high", "interval_levels", "saved_layers", "saved_layers_sd",
                "saved_layers_ci_low", "saved_layers_ci_high", "delta_vs_full", "delta_ci_low", "delta_ci_high",
@@ -111,7 +112,7 @@ def _score_text(cell: dict[str, Any]) -> str:
     text += f" ± {100 * half:.1f}" if half is not None else "†"
     if cell["score_sd"] is not None:
         text += f" (sd {100 * cell['score_sd']:.1f})"
-    text += "‡" if cell["converged"] is False else ""
+    text += ("‡" if cell["converged"] is False else "") + ("⊘" if cell.get("collapsed") else "")
     if cell["method"] == "full" and cell.get("degenerate"):
         return f"{text} {WARNING} degenerate"
     return text + (" ◇" if cell.get("constant_predictor") and cell["method"] != "full" else "")
@@ -303,6 +304,9 @@ def _notes(group: Group, tasks: list[TaskCells], common: list[str], averaged: li
                      "top carry no interval.")
     if any(c["converged"] is False for c in cells):
         notes.append("‡ ConsistentEE: the chosen α's rounds stopped at max_rounds without converging.")
+    if any(c.get("collapsed") for c in cells):
+        notes.append("⊘ ConsistentEE: the chosen α's model collapsed (≥ 95% of held-out rows exit at one layer, "
+                     "within noise of a constant predictor).")
     limits = [f"{t}: " + ", ".join(f"{k}={v}" for k, v in group.limits(t).items()) for t in group.tasks]
     notes.append("data limits: " + "; ".join(limits))
     return notes

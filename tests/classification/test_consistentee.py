@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from cee_bench.classification import consistentee as cee
+from cee_bench.classification import estimators as est
 from cee_bench.classification.data import Encoded
 from cee_bench.classification.exits import simulate
 from cee_bench.classification.fit import FitContext
@@ -93,13 +94,13 @@ def test_hardness_reward_scales_the_depth_cost_by_one_minus_m_over_l() -> None:
 
 def test_greedy_sampling_exits_at_the_first_confident_layer() -> None:
     logits = torch.tensor([[-1.0, 2.0, 3.0], [-1.0, -2.0, -3.0], [0.5, -1.0, 1.0]])
-    exits = cee.sample_exits(logits, 5, epsilon=0.0)
+    exits = est.sample_greedy_epsilon(logits, 5, epsilon=0.0)
     assert exits.shape == (3, 5)
     assert exits.tolist() == [[1] * 5, [3] * 5, [0] * 5]  # 3 = the top layer (no deciding layer exited)
 
 
 def test_exploration_spreads_exits() -> None:
-    exits = cee.sample_exits(torch.full((1, 5), -10.0), 4000, epsilon=1.0, generator=torch.Generator().manual_seed(0))
+    exits = est.sample_greedy_epsilon(torch.full((1, 5), -10.0), 4000, epsilon=1.0, generator=torch.Generator().manual_seed(0))
     share = torch.bincount(exits.reshape(-1), minlength=6).float() / exits.numel()
     # coin flips at every layer: exit at layer i with probability 2^-(i+1), the top with 2^-5
     assert torch.allclose(share, torch.tensor([0.5, 0.25, 0.125, 0.0625, 0.03125, 0.03125]), atol=0.02)
@@ -109,7 +110,7 @@ def test_trajectory_log_prob_matches_the_definition() -> None:
     logits = torch.tensor([[0.3, -0.7]])
     p = torch.sigmoid(logits[0])
     exits = torch.tensor([[0, 1, 2]])
-    got = cee.trajectory_log_prob(logits, exits)[0]
+    got = est.trajectory_log_prob(logits, exits)[0]
     expected = torch.stack([p[0].log(), (1 - p[0]).log() + p[1].log(), (1 - p[0]).log() + (1 - p[1]).log()])
     assert torch.allclose(got, expected)
 
@@ -152,7 +153,7 @@ def test_policy_gradient_raises_expected_reward_on_a_bandit() -> None:
     best = float(rewards.max(1).values.mean())
     assert after > before + 0.3
     assert after > best - 0.1
-    greedy = cee.sample_exits(cee.policy_logits(policies, features).detach(), 1, 0.0)[:, 0]
+    greedy = est.sample_greedy_epsilon(cee.policy_logits(policies, features).detach(), 1, 0.0)[:, 0]
     optimal = torch.where(kind == 0, torch.tensor(0), torch.tensor(L - 1))
     assert (greedy == optimal).float().mean() >= 0.9
 
@@ -236,7 +237,7 @@ def test_policy_stage_freezes_the_backbone_and_refinement_freezes_the_policy() -
     cee.train_policy(ctx, states, cee.memorized_layer(states.preds, ctx.train.labels), 0.1, 0)
     assert same(before_rest, rest) and not same(before_policy, params_of(policy))
     before_rest, before_policy = [p.detach().clone() for p in rest], params_of(policy)
-    cee.train_refine(ctx, None, 0.1)
+    cee.train_refine(ctx, None, 0.1, cee.policy_exits(model, states.pooled))
     assert same(before_policy, params_of(policy)) and not same(before_rest, rest)
 
 
@@ -295,9 +296,28 @@ def test_alpha_grid_is_depth_free() -> None:
             cee.reward(torch.zeros(1), torch.tensor([layers]), alpha, num_layers=layers)
         assert float(cost) == pytest.approx(1.5)
     assert cee.alpha_per_layer(1.5, 6) == pytest.approx(2 * cee.alpha_per_layer(1.5, 11))
-    cpu = cee.METHOD.stages["cpu"]["policy"].alphas
-    assert len(cpu) >= 6 and min(cpu) == 0 and list(cpu) == sorted(cpu)
-    assert "L - 1" in cee.METHOD.preset_notes["cpu"]
+    assert cee.METHOD.stages["cpu"]["policy"].alphas == cee.HELDOUT_GRID
+    assert "L - 1" in cee.METHOD.preset_notes["cpu"] and "held-out" in cee.METHOD.preset_notes["cpu"]
+
+
+def test_heldout_grid_walks_the_hull_of_mean_ce_against_depth() -> None:
+    """Mean CE per layer 0.8, 0.6, 0.3, 0.2, 0.25 (the top worse than layer 4), w = mean(1 − M/L) = 0.5: the best
+    single layer is 4 at α = 0, moves to 3 at α·w = 0.1 and to 1 at α·w = (0.8 − 0.3)/2 = 0.25 (layer 2 is above the
+    hull, never best alone); α_depth = 4·α. The grid adds 0 and the midpoints; at each break-even point the two
+    layers' mean rewards tie."""
+    ce = torch.tensor([[0.8, 0.6, 0.3, 0.2, 0.25], [0.8, 0.6, 0.3, 0.2, 0.25]])
+    memorized = torch.tensor([1, 4])  # mean(1 − M/5) = 0.5
+    grid, points = cee.heldout_grid(ce, memorized)
+    assert [(p["from_layer"], p["to_layer"]) for p in points] == [(4, 3), (3, 1)]
+    assert [p["alpha_depth"] for p in points] == pytest.approx([4 * 0.1 / 0.5, 4 * 0.25 / 0.5])
+    assert grid == pytest.approx([0.0, 0.4, 0.8, (0.8 * 2.0) ** 0.5, 2.0], abs=1e-3)
+    for p in points:
+        alpha = cee.alpha_per_layer(p["alpha_depth"], 5)
+        mean_reward = [float(cee.reward(ce[:, t - 1], torch.full((2,), t), alpha, num_layers=5,
+                                        memorized=memorized).mean()) for t in (p["from_layer"], p["to_layer"])]
+        assert mean_reward[0] == pytest.approx(mean_reward[1], abs=1e-3)
+    # the vanilla reward prices every row at 1; a lowest-CE first layer leaves only accuracy-only training
+    assert cee.heldout_grid(torch.tensor([[0.05, 0.5, 0.1]]), None) == ([0.0], [])
 
 
 def test_vanilla_and_hardness_rewards_differ_in_training() -> None:
@@ -314,7 +334,7 @@ def test_every_sampled_trajectory_has_a_probability() -> None:
     """The ε-greedy roll-outs only produce exits the log-probability covers (0..L−1), for every ε."""
     logits = torch.randn(16, L - 1)
     for epsilon in (0.0, 0.3, 1.0):
-        exits = cee.sample_exits(logits, 8, epsilon)
+        exits = est.sample_greedy_epsilon(logits, 8, epsilon)
         assert exits.min() >= 0 and exits.max() <= L - 1
-        total = sum(cee.trajectory_log_prob(logits[:1], torch.tensor([[e]])).exp() for e in range(L))
+        total = sum(est.trajectory_log_prob(logits[:1], torch.tensor([[e]])).exp() for e in range(L))
         assert torch.allclose(total, torch.ones(1))

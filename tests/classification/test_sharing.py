@@ -238,6 +238,34 @@ def test_a_second_run_with_another_grid_trains_nothing(stored_run, glue, cli) ->
     assert after == {1.0: before[1.0]}  # the same stored model, evaluated again
 
 
+def test_the_pi_sweep_reads_consistentees_stored_models_and_confirms_its_points(stored_run, glue, cli) -> None:
+    """`consistentee-pi` trains nothing where ConsistentEE ran (same training keys); its curve is every (α_depth, π)
+    pair, the π = 0.5 points are ConsistentEE's own, real early exit agrees with the simulation at every chosen
+    point, and the same request with a `--grid` is resumed, not refused."""
+    args = ["run", "--task", "sst2", "--methods", "consistentee-pi", "--data-dir", str(glue), "--output-dir",
+            str(stored_run), *TINY]
+    code, out, err = cli(*args)
+    assert code == 0, out + err
+    pi, own = records(stored_run)["consistentee-pi"], records(stored_run)["consistentee"]
+    assert pi["training"]["trained"] == [] and pi["training"]["steps"] == 0, pi["training"]
+    grid = list(cee.METHOD.stages["smoke"]["policy"].alphas)
+    assert pi["method_meta"]["grid"] == grid and pi["method_display"] == "ConsistentEE (π sweep)"
+    assert [p["threshold"] for p in pi["curve"]] == [[a, p] for a in grid for p in cee.PI_GRID]
+    own_curve = {p["threshold"]: p["score"] for p in own["curve"]}
+    assert all(p["score"] == own_curve[p["threshold"][0]] for p in pi["curve"]
+               if p["threshold"][1] == 0.5 and p["threshold"][0] in own_curve)
+    assert all(point["real_vs_simulated_agreement"] == 1.0 for point in pi["operating_points"].values())
+    assert any(d.startswith("pi sweep") for d in pi["method_meta"]["deviations"])
+    assert pi["method_meta"]["estimator"] == own["method_meta"]["estimator"]
+    path = stored_run / "sst2" / "consistentee-pi__seed42.json"
+    code, out, err = cli(*args, "--grid", "1", "--force")
+    assert code == 0, out + err
+    written = path.read_bytes()
+    code, out, err = cli(*args, "--grid", "1")
+    assert code == 0, out + err
+    assert path.read_bytes() == written and json.loads(written)["method_meta"]["grid"] == [1.0]  # kept
+
+
 def test_retrain_trains_again(stored_run, glue, cli) -> None:
     code, out, err = cli("run", "--task", "sst2", "--methods", "full", "--retrain", "--data-dir", str(glue),
                          "--output-dir", str(stored_run), *TINY)

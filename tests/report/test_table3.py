@@ -198,12 +198,17 @@ def test_ltt_fallback_unconverged_alpha_and_old_records_are_labelled():
                _record("rte", "pabee", labels, {"ltt90_le1": (preds, np.full(n, L), False, {"fallback": True})}),
                _record("rte", "consistentee", labels, {"le1_loss": (preds, np.full(n, 3), True, {"threshold": 0.01})},
                        converged={"0.01": False, "0.04": True}),
+               _record("rte", "consistentee-pi", labels,
+                       {"le1_loss": (preds, np.full(n, 1), True, {"threshold": [0.04, 0.3]})},
+                       converged={"0.01": True, "0.04": False}, collapsed={"0.01": False, "0.04": True}),
                _record("rte", "deebert", labels, {"le1_loss": (preds, np.full(n, 3), True)}, log=False)]
     report = rep.build_report(records, resamples=50)
     table = report.tables[0]
     body = {line[0]: dict(zip(table.header, line)) for line in table.body}
     assert body[f"PABEE ({LTT_OLD})"]["rte layers"] == "fallback: full depth"
     assert body["ConsistentEE (≤1% loss)"]["rte acc"].endswith("‡")
+    assert body["consistentee-pi (≤1% loss)"]["rte acc"].endswith("‡⊘")  # the flags of the pair's α
+    assert any(note.startswith("⊘ ConsistentEE") for note in table.notes)
     old = body["DeeBERT (≤1% loss)"]
     assert old["rte acc"].endswith("†") and old["rte Δ"] == "+0.0†"
     assert any(note.startswith("‡ ConsistentEE") for note in table.notes)
