@@ -105,14 +105,15 @@ def inference_latency(data_dir: Path, *, examples: dict[int, int], rounds: int,
     return out
 
 
-def quality_runs(data_dir: Path, out: Path, *, rows: int, seeds: list[int], methods: str) -> None:
+def quality_runs(data_dir: Path, out: Path, *, rows: int, seeds: list[int], methods: str, max_seq_length: int) -> None:
     """(3)'s runs: every seed at both dtypes, the dtypes alternating which goes first (a record already there with
     the same settings is reused, so an interrupted measurement resumes)."""
     for i, seed in enumerate(seeds):
         for dtype in DTYPES if i % 2 == 0 else DTYPES[::-1]:
             started = time.perf_counter()
             run(RunOptions(task=TASK.name, methods=methods, data_dir=data_dir, output_dir=out / dtype, preset="cpu",
-                           seed=seed, dtype=dtype, device="cpu", max_train_samples=rows, quiet=True))
+                           seed=seed, dtype=dtype, device="cpu", max_train_samples=rows, max_seq_length=max_seq_length,
+                           quiet=True))
             print(f"  seed {seed} {dtype}: {time.perf_counter() - started:.0f} s", flush=True)
 
 
@@ -202,7 +203,8 @@ def main() -> None:
         out = args.output_dir or Path(tmp)
         print(f"(3) {len(seeds)} seed(s) × {DTYPES}, {args.rows} training rows, cpu preset, records in {out}",
               flush=True)
-        quality_runs(args.data_dir, out, rows=args.rows, seeds=seeds, methods=args.methods)
+        quality_runs(args.data_dir, out, rows=args.rows, seeds=seeds, methods=args.methods,
+                     max_seq_length=args.max_seq_length)
         rows = quality_table(out, seeds=seeds, methods=args.methods)
     print(f"(3) dev {TASK.main_metric} and saved layers (%), mean over {len(seeds)} seed(s) [95% interval over dev "
           "examples] (sd over seeds); bf16 − fp32 [paired interval]")

@@ -45,7 +45,8 @@ def methods_models(tiny_encoder):
         for classifier in model.heads.classifiers:
             torch.nn.init.normal_(classifier.weight, std=3.0)
         trace = compute_trace(model, data, split="test", batch_size=8)
-        rules = [method.rule(model, value) for value in method.grid(model.num_layers)]
+        grid = method.grid(model.num_layers) or [0.0]  # ConsistentEE's `cpu` α grid is chosen on held-out
+        rules = [method.rule(model, value) for value in method.thresholds(grid)]
         out[name] = (model, max(rules, key=lambda r: len(set(simulate(trace.signals, r).tolist()))), trace)
     return out, data
 

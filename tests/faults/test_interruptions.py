@@ -7,6 +7,7 @@ pauses the process there and prints `PAUSED`; the package itself has no such hoo
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import threading
@@ -52,7 +53,11 @@ def _finishes(folder: Path, before: dict[str, str]) -> None:
 
 
 def test_a_kill_during_training(results):
-    (results / "sst2" / "pabee__seed42.json").unlink()
+    pabee = results / "sst2" / "pabee__seed42.json"
+    store = json.loads(pabee.read_text())["model_store"]
+    for key in store["files"].values():  # without its store entry PABEE trains again, and the kill lands there
+        shutil.rmtree(results / store["path"] / key)
+    pabee.unlink()
     before = snapshot(results)
     _kill_when(results, "sst2 · pabee", delay=2.0)
     assert not (results / "sst2" / "pabee__seed42.json").exists()

@@ -10,7 +10,7 @@ from pathlib import Path
 from test_run import _run, _tiny_model, _write_data
 
 METHODS = ["calm-meta", "calm-anytime", "consistentee"]
-TIMING = ("tokens_per_s", "speedup_measured", "seconds", "wall_s")
+TIMING = ("tokens_per_s", "speedup_measured", "seconds", "wall_s", "latency")
 
 
 def _numbers(record: dict) -> dict:
