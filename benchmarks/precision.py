@@ -16,7 +16,7 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/precision.py                       # 1 and 2: a few minutes
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/precision.py --quality --rows 2000 --seeds 42,43,44 \\
-        --output-dir runs/precision                                                   # the issue's measurement
+        --methods pabee --quality-threads 2 --output-dir runs/precision              # the issue's measurement
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/precision.py --quality --rows 200 --seeds 42   # 3, tiny: it works
 """
 
@@ -172,7 +172,8 @@ def main() -> None:
     parser.add_argument("--seeds", default="42,43,44", help="(3): comma-separated seeds")
     parser.add_argument("--methods", default="full,pabee,deebert,pcee-bert", help="(3): methods run")
     parser.add_argument("--output-dir", type=Path, default=None, help="(3): where the records go (default: temp)")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="(1), (2): torch threads")
+    parser.add_argument("--quality-threads", type=int, default=None, help="(3): torch threads (default: --threads)")
     args = parser.parse_args()
     if not cpu_bf16_native():
         sys.exit("this CPU has no native bf16 (AVX-512 BF16 / AMX): nothing to compare")
@@ -199,6 +200,7 @@ def main() -> None:
     if not args.quality:
         return
     seeds = [int(s) for s in args.seeds.split(",")]
+    torch.set_num_threads(args.quality_threads or args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         out = args.output_dir or Path(tmp)
         print(f"(3) {len(seeds)} seed(s) × {DTYPES}, {args.rows} training rows, cpu preset, records in {out}",

@@ -121,7 +121,7 @@ def operating_point(data, device: torch.device) -> Callable[[str], OperatingPoin
             torch.nn.init.normal_(classifier.weight, std=HEAD_STD)
         model = model.to(device).eval()
         trace = compute_trace(model, data, split="bench", batch_size=len(data))
-        grid = list(method.grid(model.num_layers))
+        grid = method.thresholds(list(method.grid(model.num_layers)) or [0.0])  # ConsistentEE's cpu grid: held-out
         middle = (model.num_layers + 1) / 2
 
         def distance(value: Any) -> float:
