@@ -103,6 +103,7 @@ def plot(task: str, results: list[dict], path: Path) -> None:
             ax.fill_between(rows, low, high, alpha=0.15)
         ax.plot(rows, [r["constant"] for r in results], "k--", label="constant predictor")
         ax.set_xscale("log")
+        ax.minorticks_off()
         ax.set_xticks(rows, [str(r) for r in rows])
         ax.set_xlabel("training rows")
         ax.set_title(f"{task}: {method}, held-out {results[0]['metric']} per exit layer")

@@ -46,12 +46,13 @@ PRESET_COSTS: dict[str, str] = {
 }
 # The same measurements as numbers, for a sweep's cost estimate (`cee-bench run --dry-run`): training minutes per
 # method on one thread at `PRESET_MINUTES_ROWS` training rows, a shared training counted in each method that uses
-# it (cpu: the figures above; smoke: `train_seconds` of SST-2 records at one thread, 2 cores at load ~8).
+# it (cpu: the figures above; smoke: `train_seconds` of SST-2 records at one thread, 2 cores at load ~8). The π sweep
+# is ConsistentEE's training read at other thresholds, so it counts ConsistentEE's figure.
 PRESET_MINUTES: dict[str, dict[str, float]] = {
     "smoke": {"full": 0.08, "pabee": 0.09, "deebert": 0.09, "berxit": 0.08, "right-tool": 0.08, "pcee-bert": 0.1,
-              "consistentee": 0.31, "consistentee-vanilla": 0.31},
+              "consistentee": 0.31, "consistentee-vanilla": 0.31, "consistentee-pi": 0.31},
     "cpu": {"full": 8.5, "pabee": 9.6, "deebert": 12.5, "berxit": 7.9, "right-tool": 8.4, "pcee-bert": 8.5,
-            "consistentee": 56.0, "consistentee-vanilla": 56.0},
+            "consistentee": 56.0, "consistentee-vanilla": 56.0, "consistentee-pi": 56.0},
 }
 PRESET_MINUTES_ROWS: dict[str, int] = {"smoke": 64, "cpu": 4000}
 
