@@ -132,43 +132,44 @@ class MaxProbAtLeast:
 
 
 @dataclass(frozen=True)
-class ScoreBelow:
-    """BERxiT: exit when a per-layer score (the LTE output u_i, a sigmoid) is below τ ∈ [0, 1]."""
+class _OneScore:
+    """A stateless rule on one per-layer score (`key`) against a threshold; subclasses say which side exits."""
 
     key: str
     threshold: float
+
+    @property
+    def reads(self) -> frozenset[str]:
+        return frozenset({self.key})
+
+    def start(self, n: int, device: torch.device) -> State:
+        return {}
+
+    def step(self, state: State, layer: int, signals: Signals) -> tuple[State, torch.Tensor]:
+        return state, self.exits(signals[self.key].reshape(-1))
+
+    def exits(self, score: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class ScoreBelow(_OneScore):
+    """BERxiT: exit when a per-layer score (the LTE output u_i, a sigmoid) is below τ ∈ [0, 1]."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.threshold <= 1:
             raise UserError(f"score threshold must be in [0, 1], got {self.threshold}")
 
-    @property
-    def reads(self) -> frozenset[str]:
-        return frozenset({self.key})
-
-    def start(self, n: int, device: torch.device) -> State:
-        return {}
-
-    def step(self, state: State, layer: int, signals: Signals) -> tuple[State, torch.Tensor]:
-        return state, signals[self.key].reshape(-1) < self.threshold
+    def exits(self, score: torch.Tensor) -> torch.Tensor:
+        return score < self.threshold
 
 
 @dataclass(frozen=True)
-class ScoreAbove:
+class ScoreAbove(_OneScore):
     """ConsistentEE: exit when a per-layer probability (the policy's P(exit)) is above the threshold (0.5)."""
 
-    key: str
-    threshold: float
-
-    @property
-    def reads(self) -> frozenset[str]:
-        return frozenset({self.key})
-
-    def start(self, n: int, device: torch.device) -> State:
-        return {}
-
-    def step(self, state: State, layer: int, signals: Signals) -> tuple[State, torch.Tensor]:
-        return state, signals[self.key].reshape(-1) > self.threshold
+    def exits(self, score: torch.Tensor) -> torch.Tensor:
+        return score > self.threshold
 
 
 @dataclass(frozen=True)
