@@ -33,10 +33,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def demo_setting(config: Path, data_dir: Path) -> Setting:
-    """The demo config's data and stages, every method (the vanilla-reward ConsistentEE on the same α grid)."""
+    """The demo config's data and stages, every method (the vanilla-reward ConsistentEE and the π sweep on the same α
+    grid as ConsistentEE)."""
     c = read_config(config)
     grids = dict(c.get("grids", {}))
-    grids["consistentee-vanilla"] = grids.get("consistentee", [])
+    for variant in ("consistentee-vanilla", "consistentee-pi"):  # the π sweep reads ConsistentEE's own α models
+        grids[variant] = grids.get("consistentee", [])
     return Setting(task=c["task"], data_dir=data_dir, preset=c["preset"], max_train_samples=c["max_train_samples"],
                    max_eval_samples=c["max_eval_samples"], max_seq_length=c["max_seq_length"],
                    latency_examples=c["latency_examples"], methods="all", grids=grids)
