@@ -151,10 +151,10 @@ def test_reference_config_is_valid_and_runs_shrunk(tmp_path, glue, cli) -> None:
     command = typer.main.get_command(cli_module.app).commands["run"]
     params = {p.name: p.default for p in command.params}
     planned = plan_runs(ROOT / "configs" / "reference.yaml", params, set(), option_types(cli_module.run))
-    assert {v["task"] for v in planned} == {"mrpc", "sst2"}
+    assert {v["task"] for v in planned} == {"mrpc", "sst2", "cnndm"}
     for values in planned:
         checked = cli_module._checked(values, set())
-        assert checked["seed_list"] == [42, 43, 44]
+        assert checked["seed_list"] == ([42] if values["task"] == "cnndm" else [42, 43, 44])
         check_options(cli_module._options(checked))
     out = tmp_path / "out"
     code, _, err = cli("run", "--config", str(ROOT / "configs" / "reference.yaml"), "--task", "sst2",
