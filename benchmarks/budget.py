@@ -10,8 +10,8 @@ Each size is an ordinary `cee-bench run` (methods full and PABEE, the `cpu` stag
 `--output-dir`, so the reference run can reuse the trained models when its settings match), then the stored models
 are traced on the held-out rows. Writes `budget_<task>.json` and `budget_<task>.png` into `--out`:
 
-    .venv/bin/python benchmarks/budget.py --task sst2 --rows 500,1000,2000 --out results/budget
-    .venv/bin/python benchmarks/budget.py --task mrpc --rows 1000,2000,3302 --out results/budget
+    .venv/bin/python benchmarks/budget.py --task sst2 --rows 500,1000,2000 --out docs/budget
+    .venv/bin/python benchmarks/budget.py --task mrpc --rows 1000,2000,3302 --out docs/budget
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ def main() -> None:
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--data-dir", type=Path, default=(ROOT.parent / "shared" / "data" / "glue").resolve())
     parser.add_argument("--output-dir", type=Path, default=ROOT / "runs" / "budget")
-    parser.add_argument("--out", type=Path, default=ROOT / "results" / "budget")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "budget")
     args = parser.parse_args()
     results = [measure(args.task, int(n), args) for n in args.rows.split(",")]
     args.out.mkdir(parents=True, exist_ok=True)

@@ -61,13 +61,17 @@ def filter_records(records: list[dict[str, Any]], filters: Iterable[str]) -> lis
 
 def cell_signature(record: dict[str, Any]) -> str:
     """What must agree across the seeds of one cell: the method's settings (classification: its stage settings;
-    generation: the config less where it ran and the data limits) and its threshold grid."""
+    generation: the config less where it ran and the data limits) and its threshold grid. A grid that each seed
+    chooses from its own held-out rows (ConsistentEE's `cpu` α grid: `method_meta.alpha_grid.rule`) is a result of
+    the run, not a setting: the rule, which the stage settings name, is what must agree."""
     config = record.get("config", {})
     if record.get("kind") == "generation":
         settings = {k: v for k, v in config.items() if k not in GENERATION_NOT_SETTINGS}
     else:
         settings = config.get("stages")
-    return json.dumps({"stages": settings, "grid": record.get("method_meta", {}).get("grid")}, sort_keys=True,
+    meta = record.get("method_meta", {})
+    chosen = (meta.get("alpha_grid") or {}).get("rule", "fixed") != "fixed"
+    return json.dumps({"stages": settings, "grid": None if chosen else meta.get("grid")}, sort_keys=True,
                       default=str)
 
 

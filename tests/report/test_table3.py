@@ -166,6 +166,20 @@ def test_seeds_give_mean_sd_interval_and_paired_delta():
     assert any("mrpc 0.93 ± 0.00/1.01 ± 0.00" in note for note in table.notes)  # the full model's own layer-by-layer ratio
 
 
+def test_a_grid_each_seed_chooses_on_held_out_is_not_a_setting():
+    """ConsistentEE's `cpu` α grid comes from each seed's held-out rows: seeds with other values share one cell; fixed
+    grids that differ still never do."""
+    labels, preds = _data()
+    point = {"le1_loss": (preds, np.full(len(labels), 3), True)}
+    chosen = [_record("rte", "consistentee", labels, point, seed=s, grid=grid,
+                      alpha_grid={"rule": "break-even points on held-out", "values": grid})
+              for s, grid in ((42, [0.0, 0.33]), (43, [0.0, 0.32]))]
+    fixed = [_record("rte", "pabee", labels, point, seed=s, grid=grid) for s, grid in ((42, [1, 2]), (43, [1, 3]))]
+    report = rep.build_report([_full("rte", labels, preds), *chosen], resamples=50)
+    assert len(report.groups) == 1 and next(c for c in report.cells[0] if c["method"] == "consistentee")["seeds"] == 2
+    assert len(rep.build_report([_full("rte", labels, preds), *fixed], resamples=50).groups) == 2
+
+
 def test_two_configs_never_share_a_cell():
     labels, preds = _data()
     exits = np.full(len(labels), 3)
