@@ -142,7 +142,7 @@ def _speed_panel(ax: Any, cells: list[dict[str, Any]], task: str) -> None:
         if c.get("layer_speedup"):
             ax.plot(c["layer_speedup"], 100 * c["score_mean"], "|", ms=10, color=colour)
     ax.axvline(1.0, color="black", lw=0.8, ls=":")
-    ax.set_xlabel("measured speed-up (× full model's wall-clock); hollow b1, filled b32, | = layer speed-up")
+    ax.set_xlabel("measured speed-up (× full model's wall-clock)\nhollow b1, filled b32, | = layer speed-up")
     ax.set_title("measured (dev, timed examples)", fontsize=9)
     ax.grid(alpha=0.3)
 
