@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from cee_bench.report import figure3, figure5
 from cee_bench.report.cells import Report
+from cee_bench.report.figure3 import plot_curves
+from cee_bench.report.figure5 import plot_generation
 from cee_bench.report.tables import generation_lines, verdict_grid
 
 STYLE = """
@@ -93,7 +94,7 @@ def report_sections(report: Report, records: list[dict[str, Any]]) -> list[Secti
     sections += [table_section(f"Verdict — {title}", header, body, notes, left=4)
                  for title, header, body, notes in verdict_grid(report.verdict)]
     with tempfile.TemporaryDirectory() as folder:
-        written = [*figure3.plot_curves(report, Path(folder)), *figure5.plot_generation(records, Path(folder))]
+        written = [*plot_curves(report, Path(folder)), *plot_generation(records, Path(folder))]
         pngs = [path for path in written if path.suffix == ".png"]  # each figure once (they come as SVG too)
         if pngs:
             sections.append(figure_section("Figures: score against saved layers (classification), quality against "
