@@ -5,9 +5,11 @@ measured speed-up) for generation. `build_report` assembles it; each part has it
 - `grouping.py`: which records may share a table and a cell;
 - `evidence.py`: a task's per-example logs as two-level bootstrap samples per seed;
 - `cells.py`: a cell over its seeds, with its intervals, Δs, constant-predictor and guarantee flags;
+- `generation_cells.py`: a generation group's rows over their seeds, with their intervals;
 - `verdict.py`: method against method, yes / no / inconclusive;
 - `sources.py`: where the numbers came from (code, the text choices were made on);
-- `tables.py`: the tables (Rich, Markdown), the CSV, its DataFrame (`to_frame`) and the JSON;
+- `tables.py`: the Table 3 mirror (Rich, Markdown), the CSV, its DataFrame (`to_frame`) and the JSON;
+- `generation_tables.py`, `verdict_tables.py`: the generation table and the verdict's tables (Rich, Markdown);
 - `figure3.py`, `figure5.py`: the figures;
 - `html.py`: the whole report as one self-contained HTML page;
 - `compare.py`: two result folders side by side (`cee-bench compare`).
@@ -33,7 +35,8 @@ from dataclasses import replace
 from typing import Any
 
 from cee_bench.intervals import DEFAULT_RESAMPLES
-from cee_bench.report.cells import Report, generation_cells, summarise
+from cee_bench.report.cells import Report, summarise
+from cee_bench.report.generation_cells import generation_cells
 from cee_bench.report.grouping import group_records
 from cee_bench.report.tables import table3, to_frame
 from cee_bench.report.verdict import verdict_rows
@@ -102,7 +105,7 @@ def render(report: Report, records: list[dict[str, Any]], fmt: str, *, terminal:
     """The whole report in one of `FORMATS`, as the text `report` writes to stdout or `--output` (`terminal`: the
     table format with a terminal's colours and width). `verdict`: only these verdict rows (`report --verdict`),
     instead of the tables and the whole verdict."""
-    from cee_bench.report import html, tables
+    from cee_bench.report import generation_tables, html, tables, verdict_tables
 
     rows = report.verdict if verdict is None else verdict
     if fmt == "json":
@@ -114,10 +117,10 @@ def render(report: Report, records: list[dict[str, Any]], fmt: str, *, terminal:
         return tables.to_csv(report.rows + [row for rows in report.generation for row in rows])
     if fmt == "markdown":
         sections = [] if verdict is not None else ([tables.markdown(report)] if report.groups else []) + [
-            tables.generation_markdown(rows) for rows in report.generation]
-        return "\n".join(sections + ([tables.verdict_markdown(rows)] if rows else []))
+            generation_tables.generation_markdown(rows) for rows in report.generation]
+        return "\n".join(sections + ([verdict_tables.verdict_markdown(rows)] if rows else []))
     if fmt == "html":
         return html.report_page(report if verdict is None else replace(report, verdict=verdict), records)
     shown = [] if verdict is not None else [*tables.rich_tables(report),
-                                            *map(tables.generation_rich_table, report.generation)]
-    return tables.rich_text([*shown, *tables.verdict_rich(rows)], terminal)
+                                            *map(generation_tables.generation_rich_table, report.generation)]
+    return tables.rich_text([*shown, *verdict_tables.verdict_rich(rows)], terminal)

@@ -4,8 +4,8 @@ Classification (the Table 3 mirror): mean and seed sd of the score and the saved
 paired-bootstrap interval (seeds, then dev examples: `report.evidence`, `cee_bench.intervals`); Δ vs the full model
 and Δ vs the method's own top layer, each with its paired interval; the measured speed-ups with theirs; whether the
 cell — or, for the full model, the task — is a constant predictor; what a Learn-then-Test point guarantees.
-Generation: the same seed aggregation and two-level intervals of ROUGE-L, BERT-F and saved layers at each named
-operating point and curve point, from the per-example values its records keep.
+Generation cells (the same seed aggregation and two-level intervals of ROUGE-L, BERT-F and saved layers) are
+`generation_cells`, built on the helpers and evidence types here.
 
 Each cell is a plain dict (a CSV row); the samples behind it stay in `MethodEvidence` for the verdict.
 """
@@ -18,13 +18,12 @@ from typing import Any
 import numpy as np
 
 from cee_bench.intervals import DEFAULT_RESAMPLES
-from cee_bench.report.evidence import RATIO, UNIT, Samples, TaskEvidence, curve_entry, op_entry, seed_level
+from cee_bench.report.evidence import RATIO, UNIT, Samples, TaskEvidence
 from cee_bench.report.grouping import OP_LABELS, TABLE_KEYS, TASK_KEYS, Group, method_order, op_order, record_fields
 from cee_bench.results import unpack_digits
 
 NO_LOG = "no per-example log"
 FALLBACK = "fallback: full depth"  # a Learn-then-Test point that found no safe candidate, either kind
-GENERATION_FIELDS = ("rouge_l", "bert_f", "mean_layers_per_token", "saved_layers", "speedup_measured", "tokens_per_s")
 ONE_CLASS = 0.95  # a predictor answering one class on this share of the rows is a constant predictor
 NOISE = 1.05  # a realised fraction above this is timing noise (1.0 is the physical limit of skipping layers)
 LTT_POINT = "ltt90_le1"
@@ -33,12 +32,14 @@ DEGENERATE = "degenerate: the full model is a constant predictor"
 
 # ---------------------------------------------------------------- small helpers
 
-def _mean(values: list[float | None]) -> float | None:
+def mean_present(values: list[float | None]) -> float | None:
+    """The mean of the values that are there (None where none is)."""
     present = [v for v in values if v is not None]
     return float(np.mean(present)) if present else None
 
 
-def _sd(values: list[float]) -> float | None:
+def seed_sd(values: list[float]) -> float | None:
+    """The sd over seeds (None under two)."""
     return float(np.std(values, ddof=1)) if len(values) > 1 else None
 
 
@@ -160,13 +161,13 @@ def _cell(task: str, method: str, op: str, points: list[tuple[dict, dict]], ev: 
         "met_seeds": sum(bool(p.get("met_on_selection")) for _, p in points),
         "fallback_seeds": sum(bool(p.get("fallback")) for _, p in points),
         "reached_seeds": sum(bool(p.get("met_on_selection") or p.get("fallback")) for _, p in points),
-        "score": float(np.mean(scores)), "score_mean": float(np.mean(scores)), "score_sd": _sd(scores),
-        "saved_layers": float(np.mean(saved)), "saved_layers_sd": _sd(saved),
-        "mean_exit_layer": _mean([p.get("mean_exit_layer") for _, p in points]),
-        "layer_speedup": _mean([p.get("layer_speedup") for _, p in points]),
+        "score": float(np.mean(scores)), "score_mean": float(np.mean(scores)), "score_sd": seed_sd(scores),
+        "saved_layers": float(np.mean(saved)), "saved_layers_sd": seed_sd(saved),
+        "mean_exit_layer": mean_present([p.get("mean_exit_layer") for _, p in points]),
+        "layer_speedup": mean_present([p.get("layer_speedup") for _, p in points]),
         "real_vs_simulated_agreement": min((p["real_vs_simulated_agreement"] for _, p in points
                                             if p.get("real_vs_simulated_agreement") is not None), default=None),
-        "reference_score": _mean([(r.get("reference") or {}).get("dev") for r, _ in points]),
+        "reference_score": mean_present([(r.get("reference") or {}).get("dev") for r, _ in points]),
         "reference_source": (first.get("reference") or {}).get("source"),
         "delta_vs_full": None, "delta_ci_low": None, "delta_ci_high": None, "within_noise": None,
         "top_layer_score": None, "top_layer_ci_low": None, "top_layer_ci_high": None,
@@ -278,8 +279,8 @@ def _speed(row: dict[str, Any], ev: TaskEvidence, points: list[tuple[dict, dict]
     every seed has them, over the seeds alone otherwise, or one seed's own interval over its rounds; the realised
     fraction and its noise flag; batch-1 percentiles, peak memory and real exits that differ from the simulation."""
     latency = [_latency(p, batch) for _, p in points]
-    row[f"speedup_wall_{batch}"] = _mean([lat.get("speedup_wall") for lat in latency])
-    row[f"realised_fraction_{batch}"] = _mean([lat.get("realised_fraction") for lat in latency])
+    row[f"speedup_wall_{batch}"] = mean_present([lat.get("speedup_wall") for lat in latency])
+    row[f"realised_fraction_{batch}"] = mean_present([lat.get("realised_fraction") for lat in latency])
     row[f"realised_noise_{batch}"] = any(bool(lat.get("realised_above_limit")) or
                                          (lat.get("realised_fraction") or 0) > NOISE for lat in latency)
     samples = ev.speedup(points, batch)
@@ -294,11 +295,11 @@ def _speed(row: dict[str, Any], ev: TaskEvidence, points: list[tuple[dict, dict]
     row[f"exit_mismatch_{batch}"] = sum(int(lat["exit_mismatch"]) for lat in latency if
                                         lat.get("exit_mismatch") is not None) if any(
         lat.get("exit_mismatch") is not None for lat in latency) else None
-    row[f"peak_memory_mb_{batch}"] = _mean([lat.get("peak_memory_mb") for lat in latency])
+    row[f"peak_memory_mb_{batch}"] = mean_present([lat.get("peak_memory_mb") for lat in latency])
     if batch == "b1":
         for stat in ("p50", "p90", "p99"):
-            row[f"latency_{stat}_ms_b1"] = _mean([_ms(lat, "ee", stat) for lat in latency])
-            row[f"full_latency_{stat}_ms_b1"] = _mean([_ms(lat, "full", stat) for lat in latency])
+            row[f"latency_{stat}_ms_b1"] = mean_present([_ms(lat, "ee", stat) for lat in latency])
+            row[f"full_latency_{stat}_ms_b1"] = mean_present([_ms(lat, "full", stat) for lat in latency])
         row["latency_ms_b1"], row["full_latency_ms_b1"] = row["latency_p50_ms_b1"], row["full_latency_p50_ms_b1"]
 
 
@@ -422,90 +423,3 @@ class Report:
     def rows(self) -> list[dict[str, Any]]:
         """Every classification cell of every table, numbered by table, for the CSV."""
         return [{**c, "table": i} for i, cells in enumerate(self.cells, 1) for c in cells]
-
-
-# ---------------------------------------------------------------- generation
-
-def generation_cells(group: Group, resamples: int = DEFAULT_RESAMPLES) -> list[TaskCells]:
-    """Every row of a generation group, in the records' order of tasks and methods: per method its named operating
-    points (e.g. `ltt`, `full`), then its curve points (operating_point = "curve"), each aggregated over the seeds
-    (a cell's seeds share their settings and grid, so their curves align point by point)."""
-    tasks = []
-    for task in dict.fromkeys(r["task"] for r in group.records):
-        recs = [r for r in group.records if r["task"] == task]
-        ev = TaskEvidence(task, recs, resamples)
-        rows, evidence, reference = [], {}, None
-        for method in dict.fromkeys(r["method"] for r in recs):
-            mrecs = sorted((r for r in recs if r["method"] == method), key=lambda r: r.get("seed") or 0)
-            found = MethodEvidence(task, method, mrecs[0].get("method_display", method), "generation",
-                                   [r.get("seed") for r in mrecs], curve=ev.curve(mrecs))
-            for op in dict.fromkeys(op for r in mrecs for op in r.get("operating_points", {})):
-                points = [(r, r["operating_points"][op]) for r in mrecs if op in r["operating_points"]]
-                row, score, saved = _generation_cell(task, op, points, ev)
-                rows.append(row)
-                if op == "full":
-                    reference = reference or score
-                else:
-                    found.points[op], found.reached[op], found.constant[op] = (score, saved), True, False
-            curves = [[p for p in r.get("curve", []) if not p.get("full_model")] for r in mrecs]
-            curve = found.curve
-            for i in range(min(len(c) for c in curves)):
-                row, _, _ = _generation_cell(task, "curve", [(r, c[i]) for r, c in zip(mrecs, curves)], ev,
-                                             (curve[0].at(i), curve[1].at(i)) if curve else None)
-                rows.append(row)
-            evidence[method] = found
-        tasks.append(TaskCells(ev, rows, evidence, reference))
-    return tasks
-
-
-def _generation_cell(task: str, op: str, points: list[tuple[dict, dict]], ev: TaskEvidence,
-                     samples: tuple[Samples, Samples] | None = None
-                     ) -> tuple[dict[str, Any], Samples | None, Samples | None]:
-    """One generation (task, method, point) over its seeds: the CSV row, which the generation tables render (its
-    `method` is the method's display name, as the tables show it), and its ROUGE-L and saved-layers samples."""
-    first = points[0][0]
-    seeds = [r.get("seed") for r, _ in points]
-    fields = record_fields(first)
-    display = first.get("method_display", first["method"])
-    row: dict[str, Any] = {
-        "kind": "generation", "task": task, "method": display, "method_display": display, "operating_point": op,
-        **{k: fields[k] for k in (*TABLE_KEYS, *TASK_KEYS)}, "metric": first.get("metric"),
-        "num_layers": first.get("num_layers"), "seeds": len(points), "seed_list": ";".join(map(str, seeds)),
-        "threshold": _one_or_all([p.get("threshold") for _, p in points]),
-        "alpha": _one_or_all([p.get("alpha") for _, p in points]),
-        **{f: _mean([p.get(f) for _, p in points]) for f in GENERATION_FIELDS},
-        "fallback_seeds": sum(bool(p.get("fallback")) for _, p in points),
-        "bootstrap_resamples": None, "interval_note": "", "interval_levels": None,
-    }
-    row["fallback"] = row["fallback_seeds"] == len(points)
-    for f in ("rouge_l", "bert_f", "saved_layers"):
-        row[f"{f}_sd"] = _sd([float(p[f]) for _, p in points if p.get(f) is not None])
-    row["score"] = row["score_mean"] = row["rouge_l"]  # the main score, in the columns classification fills
-    row["score_sd"] = row["rouge_l_sd"]
-    score, saved = samples if samples is not None else ev.point(points, op)
-    row["rouge_l_ci_low"], row["rouge_l_ci_high"], row["interval_levels"] = ev.summary(score)
-    row["score_ci_low"], row["score_ci_high"] = row["rouge_l_ci_low"], row["rouge_l_ci_high"]
-    row["saved_layers_ci_low"], row["saved_layers_ci_high"], _ = ev.summary(saved)
-    bert = _bert_samples(ev, points, op)
-    row["bert_f_ci_low"], row["bert_f_ci_high"], _ = ev.summary(bert)
-    if row["interval_levels"] is not None:
-        row["bootstrap_resamples"] = ev.resamples
-    if score is None or not score.examples:
-        row["interval_note"] = NO_LOG
-    return row, score, saved
-
-
-def _bert_samples(ev: TaskEvidence, points: list[tuple[dict, dict]], op: str) -> Samples | None:
-    seeds = [r.get("seed") for r, _ in points]
-    entries = [curve_entry(ev.log(r), r, p) if op == "curve" else op_entry(ev.log(r), op, p) for r, p in points]
-    found = ev.field_samples(entries, seeds, "bert_f")
-    if found is not None:
-        return found
-    plain = [p.get("bert_f") for _, p in points]
-    return None if any(v is None for v in plain) else seed_level(seeds, plain, ev.resamples)
-
-
-def _one_or_all(values: list[Any]) -> Any:
-    """The seeds' common value, or all of them joined (as a classification cell joins its thresholds)."""
-    distinct = list(dict.fromkeys(values))
-    return distinct[0] if len(distinct) == 1 else ";".join(map(str, distinct))

@@ -19,7 +19,8 @@ from typing import Any, Iterable, Sequence
 from cee_bench.report.cells import Report
 from cee_bench.report.figure3 import plot_curves
 from cee_bench.report.figure5 import plot_generation
-from cee_bench.report.tables import generation_lines, verdict_grid
+from cee_bench.report.generation_tables import generation_lines
+from cee_bench.report.verdict_tables import verdict_grid
 
 STYLE = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1400px;

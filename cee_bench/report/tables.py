@@ -1,5 +1,5 @@
-"""The report's tables, both kinds: the Table 3 mirror (Rich, Markdown), the generation table, the verdict, and the CSV
-and JSON of every row.
+"""The report's tables: the Table 3 mirror (Rich, Markdown), and the CSV, DataFrame and JSON of every row, both kinds;
+the generation table is `generation_tables`, the verdict's `verdict_tables`, which share the helpers here.
 
 An operating point whose target was not met on held-out train is shown as "not reached", never under the target's
 name; averages run only over the tasks every row has and that are not degenerate; a Learn-then-Test point that found
@@ -22,7 +22,7 @@ from cee_bench.report.cells import FALLBACK, LTT_POINT, NO_LOG, NOISE, Report, T
 from cee_bench.report.evidence import BOTH, EXAMPLES, SEEDS
 from cee_bench.report.grouping import TABLE_KEYS, TASK_KEYS, Group, method_order, op_order
 from cee_bench.report.sources import code_text, split_words
-from cee_bench.report.verdict import AGGREGATE, CURVE, VS_BEST, VS_STATIC, headline
+from cee_bench.report.verdict import headline
 
 if TYPE_CHECKING:
     import pandas
@@ -50,10 +50,6 @@ CSV_COLUMNS = ("kind", "table", "task", "method", "method_display", "operating_p
 VERDICT_COLUMNS = ("kind", "table", "task", "comparison", "challenger", "challenger_display", "against",
                    "against_display", "measure", "measure_label", "challenger_value", "against_value", "difference",
                    "ci_low", "ci_high", "interval_levels", "verdict", "reason")
-GENERATION_COLUMNS = ("task", "method", "operating_point", "threshold", "rouge_l", "bert_f", "mean_layers_per_token",
-                      "saved_layers", "speedup_measured", "tokens_per_s")
-GENERATION_HEADERS = dict(zip(GENERATION_COLUMNS, ("task", "method", "point", "threshold", "Rouge-L", "BERT-F",
-                                                   "layers/token", "saved", "speed-up", "tok/s")))
 WARNING = "⚠"
 
 
@@ -98,17 +94,19 @@ def _saving(x: float) -> str:
     return f"−{100 * x:.0f}%" if round(100 * x) else "0%"
 
 
-def _half(low: float | None, high: float | None) -> float | None:
+def half_width(low: float | None, high: float | None) -> float | None:
+    """Half an interval's width, the ± a table shows (None without both bounds)."""
     return None if low is None or high is None else (high - low) / 2
 
 
-def _signed(x: float) -> str:
+def signed_points(x: float) -> str:
+    """A fraction as signed points, with a true minus (−1.5, +0.3)."""
     return f"{100 * x:+.1f}".replace("-", "−")
 
 
 def _score_text(cell: dict[str, Any]) -> str:
     text = _pct(cell["score_mean"])
-    half = _half(cell["score_ci_low"], cell["score_ci_high"])
+    half = half_width(cell["score_ci_low"], cell["score_ci_high"])
     text += f" ± {100 * half:.1f}" if half is not None else "†"
     if cell["score_sd"] is not None:
         text += f" (sd {100 * cell['score_sd']:.1f})"
@@ -122,16 +120,16 @@ def _delta_text(value: float | None, low: float | None, high: float | None, with
                 mark: str = "†") -> str:
     if value is None:
         return "–"
-    half = _half(low, high)
+    half = half_width(low, high)
     if half is None:
-        return _signed(value) + mark
-    return _signed(value) + f" ± {100 * half:.1f}" + (" (within noise)" if within else "")
+        return signed_points(value) + mark
+    return signed_points(value) + f" ± {100 * half:.1f}" + (" (within noise)" if within else "")
 
 
 def _top_text(cell: dict[str, Any]) -> str:
     if cell.get("top_layer_score") is None:
         return "–"
-    half = _half(cell.get("top_layer_ci_low"), cell.get("top_layer_ci_high"))
+    half = half_width(cell.get("top_layer_ci_low"), cell.get("top_layer_ci_high"))
     return _pct(cell["top_layer_score"]) + (f" ± {100 * half:.1f}" if half is not None else "")
 
 
@@ -140,7 +138,7 @@ def _layers_text(cell: dict[str, Any]) -> str:
         return FALLBACK
     text = _saving(cell["saved_layers"])
     if cell["saved_layers"] or cell["saved_layers_sd"]:  # else the full depth on every example and seed: no spread
-        half = _half(cell["saved_layers_ci_low"], cell["saved_layers_ci_high"])
+        half = half_width(cell["saved_layers_ci_low"], cell["saved_layers_ci_high"])
         text += f" ± {100 * half:.0f}" if half is not None else ""
         if cell["saved_layers_sd"] is not None:
             text += f" (sd {100 * cell['saved_layers_sd']:.0f})"
@@ -155,7 +153,7 @@ def _speed_one(cell: dict[str, Any], batch: str) -> str:
     value = cell.get(f"speedup_wall_{batch}")
     if value is None:
         return "–"
-    half = _half(cell.get(f"speedup_{batch}_ci_low"), cell.get(f"speedup_{batch}_ci_high"))
+    half = half_width(cell.get(f"speedup_{batch}_ci_low"), cell.get(f"speedup_{batch}_ci_high"))
     text = f"{value:.2f}" + (f" ± {half:.2f}" if half is not None else "")
     return text + (" (noise)" if cell.get(f"realised_noise_{batch}") else "")
 
@@ -442,164 +440,3 @@ def to_json(report: Report, verdict_only: bool = False) -> str:
                "generation": rows([r for g in report.generation for r in g]), "verdict": rows(report.verdict),
                "headline": headline(report.verdict), "warnings": report.warnings}
     return json.dumps(payload, indent=1, ensure_ascii=False) + "\n"
-
-
-# ---------------------------------------------------------------- the verdict
-
-def _verdict_cell(row: dict[str, Any] | None) -> str:
-    if row is None:
-        return "–"
-    if row["difference"] is None:
-        return f"{row['verdict']} ({row['reason']})"
-    text = f"{row['verdict']} {_signed(row['difference'])}"
-    if row["comparison"] == VS_BEST and row["task"] != AGGREGATE:
-        text = f"{text} vs {row['against_display']}"
-    if row["ci_low"] is not None:
-        text += f" [{_signed(row['ci_low'])}, {_signed(row['ci_high'])}]"
-    if row["verdict"] == "inconclusive" and row["reason"] and row["reason"] != "interval contains 0":
-        text += f" ({row['reason']})"
-    return text
-
-
-def verdict_grid(rows: list[dict[str, Any]]) -> list[tuple[str, list[str], list[list[str]], list[str]]]:
-    """Per table: its title, header, body and notes — one line per (task, comparison, challenger, against), one
-    column per measure."""
-    out = []
-    for table in sorted({r["table"] for r in rows}):
-        mine = [r for r in rows if r["table"] == table]
-        measures = list(dict.fromkeys(r["measure"] for r in mine if r["measure"] != CURVE)) + [CURVE]
-        labels = {r["measure"]: r["measure_label"] for r in mine}
-        lines: dict[tuple, dict[str, dict[str, Any]]] = {}
-        for r in mine:
-            against = "best baseline" if r["comparison"] == VS_BEST else r["against_display"]
-            lines.setdefault((r["task"], r["comparison"], r["challenger_display"], against), {})[r["measure"]] = r
-        header = ["task", "comparison", "method", "against", *(labels.get(m, m) for m in measures)]
-        body = [[task, comparison, challenger, against, *(_verdict_cell(found.get(m)) for m in measures)]
-                for (task, comparison, challenger, against), found in lines.items()]
-        body.sort(key=lambda line: (line[0] == AGGREGATE, line[0]))
-        kind = mine[0].get("kind") or "classification"
-        notes = [f"{kind} table {table}: the paper's claim — "
-                 + ("; ".join(headline(mine)) or "no ConsistentEE row against a baseline"),
-                 "yes = the 95% two-level interval of the difference (method − against, saved layers in points) lies "
-                 "above 0; no = at or below 0 (it does not save more); inconclusive = it contains 0, or the "
-                 "comparison cannot speak (why in brackets). Best baseline = the baseline other than the method that "
-                 "saves the most on that measure. vs own static depth: the rule's curve against every example exiting "
-                 "at one layer k with the same heads; yes = adaptivity earns credit.",
-                 "aggregate = the mean of the per-task differences over the tasks that are not degenerate, its "
-                 "interval from their resamples."]
-        levels: dict[str, set[str]] = {}
-        for r in mine:
-            if r["interval_levels"] and r["task"] != AGGREGATE:
-                levels.setdefault(r["measure_label"], set()).add(r["interval_levels"])
-        if levels:
-            notes.append("intervals over: " + "; ".join(f"{label}: {', '.join(sorted(found))}"
-                                                         for label, found in levels.items()) + ".")
-        if any(r["comparison"] == VS_STATIC and r["interval_levels"] == SEEDS for r in mine):
-            notes.append("a static-depth control from records without per-layer logs is their per_layer_scores: the "
-                         "last grid value's model only where each grid value trains its own (ConsistentEE's α).")
-        out.append((f"Verdict — {kind} table {table}", header, body, notes))
-    return out
-
-
-def verdict_rich(rows: list[dict[str, Any]]) -> list[Table]:
-    tables = []
-    for title, header, body, notes in verdict_grid(rows):
-        table = Table(title=title, caption="\n".join(notes), caption_justify="left", show_lines=True)
-        for column in header:
-            table.add_column(column, overflow="fold")
-        for line in body:
-            table.add_row(*line)
-        tables.append(table)
-    return tables
-
-
-def verdict_markdown(rows: list[dict[str, Any]]) -> str:
-    parts = []
-    for title, header, body, notes in verdict_grid(rows):
-        lines = [f"**{title}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(line) + " |" for line in body]
-        lines += [""] + [f"- {note}" for note in notes]
-        parts.append("\n".join(lines) + "\n")
-    return "\n".join(parts)
-
-
-# ---------------------------------------------------------------- generation
-
-def _generation_text(row: dict[str, Any], column: str) -> str:
-    """A generation cell as the tables show it: the mean over seeds, with the half-width of its two-level interval
-    where the records give one and, from two seeds on, the seed sd."""
-    value = row.get(column)
-    if column == "operating_point":
-        if row.get("fallback"):
-            return f"{value} ({FALLBACK})"
-        if row.get("fallback_seeds"):
-            return f"{value} ({FALLBACK} in {row['fallback_seeds']}/{row['seeds']} seeds)"
-    text = _fmt(value)
-    if column in ("rouge_l", "bert_f", "saved_layers"):
-        half = _half(row.get(f"{column}_ci_low"), row.get(f"{column}_ci_high"))
-        text += f" ± {half:.3f}" if half is not None else ""
-        if row.get(f"{column}_sd") is not None:
-            text += f" (sd {row[f'{column}_sd']:.3f})"
-    return text
-
-
-def _generation_title(rows: list[dict[str, Any]]) -> str:
-    """What one generation table's rows share: backbone, model, preset, device and their seeds."""
-    first = rows[0] if rows else {}
-    model = f" (model {first['model']})" if first.get("model") not in (None, first.get("backbone")) else ""
-    seeds = sorted({s for r in rows for s in str(r.get("seed_list", "")).split(";") if s}, key=lambda s: (len(s), s))
-    counts = sorted({r.get("seeds", 1) for r in rows})
-    seed_text = f"{counts[0]}{'–' + str(counts[-1]) if len(counts) > 1 else ''} seed(s) ({', '.join(seeds)})"
-    return (f"Generation — {first.get('backbone')}{model}, preset {first.get('preset')}, device {first.get('device')}, "
-            f"dtype {first.get('dtype', 'fp32')}; {seed_text}; quality vs measured speed-up (named operating points); "
-            f"code {str(first.get('code'))[:12]}")
-
-
-def _generation_notes(rows: list[dict[str, Any]]) -> list[str]:
-    notes = []
-    if any(row["fallback_seeds"] for row in rows):
-        notes.append(f"{FALLBACK}: Learn-then-Test found no candidate safe on the calibration prompts")
-    levels = {row["interval_levels"] for row in rows if row.get("interval_levels")}
-    if levels:
-        resamples = sorted({row["bootstrap_resamples"] for row in rows if row.get("bootstrap_resamples")})
-        notes.append(interval_note(levels, resamples).replace("dev examples", "evaluation prompts")
-                     .replace("examples", "prompts").rstrip("."))
-    if any(row.get("interval_note") == NO_LOG for row in rows):
-        notes.append("rows without ±: records from before per-example scores were kept")
-    return notes
-
-
-def generation_lines(rows: list[dict[str, Any]]) -> tuple[str, list[str], list[list[str]], list[str]]:
-    """One generation table (the rows of one group, `cells.generation_cells`): title, header, the named operating
-    points' lines (curve points are the figure's) and the notes, which every rendering shows."""
-    body = [[_generation_text(r, c) for c in GENERATION_COLUMNS] for r in rows if r["operating_point"] != "curve"]
-    return _generation_title(rows), [GENERATION_HEADERS[c] for c in GENERATION_COLUMNS], body, _generation_notes(rows)
-
-
-def generation_rich_table(rows: list[dict[str, Any]]) -> Table:
-    """One generation table, terminal form."""
-    title, header, body, notes = generation_lines(rows)
-    table = Table(title=title)
-    for column, name in zip(GENERATION_COLUMNS, header):
-        table.add_column(name, justify="left" if column in ("task", "method", "operating_point") else "right")
-    for line in body:
-        table.add_row(*line)
-    if notes:
-        table.caption = "\n".join(notes)
-    return table
-
-
-def generation_markdown(rows: list[dict[str, Any]]) -> str:
-    """One generation table, Markdown."""
-    title, _, body, notes = generation_lines(rows)
-    lines = [f"**{title}**", "", "| " + " | ".join(GENERATION_COLUMNS) + " |", "|" + "---|" * len(GENERATION_COLUMNS)]
-    lines += ["| " + " | ".join(line) + " |" for line in body]
-    if notes:
-        lines += [""] + [f"- {note}." for note in notes]
-    return "\n".join(lines) + "\n"
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.3f}"
-    return "–" if value is None else str(value)

@@ -35,7 +35,7 @@ def test_plot_writes_one_png_per_task(tmp_path):
 
 
 def test_a_learn_then_test_fallback_is_labelled_in_rows_and_tables():
-    from cee_bench.report.tables import generation_markdown, generation_rich_table
+    from cee_bench.report.generation_tables import generation_markdown, generation_rich_table
 
     record = _record("consistentee", "ConsistentEE")
     full = record["operating_points"]["full"]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from cee_bench import report as rep
-from cee_bench.report import html, tables
+from cee_bench.report import html, verdict_tables
 from cee_bench.results import save_result
 from test_table3 import _data, _full, _record
 
@@ -31,7 +31,8 @@ def test_the_page_holds_the_tables_notes_and_figures_and_fetches_nothing():
     records = _records()
     built = rep.build_report(records, resamples=20)
     page = rep.render(built, records, "html")
-    assert page.startswith("<!DOCTYPE html>") and page.count("<table>") == 1 + len(tables.verdict_grid(built.verdict))
+    assert page.startswith("<!DOCTYPE html>")
+    assert page.count("<table>") == 1 + len(verdict_tables.verdict_grid(built.verdict))
     assert "Table 3 mirror" in page and "Verdict" in page and "PABEE (≤1% loss)" in page and "paired-bootstrap interval" in page
     assert len(re.findall(r'src="data:image/png;base64,', page)) == 1  # Figure 3 of rte, embedded
     assert not re.search(r'(src|href)="(https?:)?//', page), "the page must not fetch anything"

@@ -15,7 +15,7 @@ import pytest
 
 from cee_bench import report as rep
 from cee_bench.classification.metrics import METRICS
-from cee_bench.report import figure3, tables
+from cee_bench.report import figure3, tables, verdict_tables
 from cee_bench.report.verdict import CURVE, VS_BASELINE, VS_BEST, VS_STATIC
 from cee_bench.results import pack_digits, save_result
 
@@ -109,13 +109,13 @@ def test_verdict_is_no_where_the_baseline_dominates_and_yes_where_consistentee_d
     close = rep.build_report(_pair(saved_cee=0.30, saved_pabee=0.30), resamples=300)
     assert _verdict(close, "consistentee", VS_BEST, "le1_loss")["verdict"] == "inconclusive"
     # the terminal, Markdown, CSV and JSON forms all carry it
-    text = tables.verdict_markdown(report.verdict)
+    text = verdict_tables.verdict_markdown(report.verdict)
     assert "| rte | vs baseline | ConsistentEE | PABEE | no −" in text and "the paper's claim" in text
     rows = list(csv.DictReader(io.StringIO(tables.to_csv(report.verdict, tables.VERDICT_COLUMNS))))
     assert {r["verdict"] for r in rows} >= {"no"} and set(tables.VERDICT_COLUMNS) == set(rows[0])
     payload = json.loads(tables.to_json(report))
     assert payload["verdict"] and payload["headline"][0].startswith("rte: no")
-    assert tables.verdict_rich(report.verdict)
+    assert verdict_tables.verdict_rich(report.verdict)
 
 
 def test_adaptivity_is_credited_only_where_the_rule_beats_its_own_static_depth():
