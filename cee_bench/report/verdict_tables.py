@@ -35,8 +35,9 @@ def verdict_grid(rows: list[dict[str, Any]]) -> list[tuple[str, list[str], list[
     """Per table: its title, header, body and notes — one line per (task, comparison, challenger, against), one
     column per measure."""
     out = []
-    for table in sorted({r["table"] for r in rows}):
-        mine = [r for r in rows if r["table"] == table]
+    tables = sorted({(r.get("kind") or "classification", r["table"]) for r in rows})
+    for kind, table in tables:  # each kind numbers its own tables from 1
+        mine = [r for r in rows if (r.get("kind") or "classification", r["table"]) == (kind, table)]
         measures = list(dict.fromkeys(r["measure"] for r in mine if r["measure"] != CURVE)) + [CURVE]
         labels = {r["measure"]: r["measure_label"] for r in mine}
         lines: dict[tuple, dict[str, dict[str, Any]]] = {}
@@ -47,7 +48,6 @@ def verdict_grid(rows: list[dict[str, Any]]) -> list[tuple[str, list[str], list[
         body = [[task, comparison, challenger, against, *(_verdict_cell(found.get(m)) for m in measures)]
                 for (task, comparison, challenger, against), found in lines.items()]
         body.sort(key=lambda line: (line[0] == AGGREGATE, line[0]))
-        kind = mine[0].get("kind") or "classification"
         notes = [f"{kind} table {table}: the paper's claim — "
                  + ("; ".join(headline(mine)) or "no ConsistentEE row against a baseline"),
                  "yes = the 95% two-level interval of the difference (method − against, saved layers in points) lies "

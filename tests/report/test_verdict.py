@@ -281,3 +281,12 @@ def test_report_command_prints_the_verdict_as_json_and_refuses_a_verdict_about_n
                           (["--bootstrap", "0"], "--bootstrap must be a positive integer")):
         code, out, err = cli("report", "--results-dir", str(folder), *args)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1 and out == "", (args, err)
+
+
+def test_each_kind_gets_its_own_verdict_tables():
+    """Classification and generation groups both number their tables from 1: their verdicts never share a table."""
+    rows = rep.build_report(_pair(saved_cee=0.10, saved_pabee=0.50), resamples=50).verdict
+    generated = [{**r, "kind": "generation", "task": "cnndm"} for r in rows]
+    grid = verdict_tables.verdict_grid(rows + generated)
+    assert [title for title, *_ in grid] == ["Verdict — classification table 1", "Verdict — generation table 1"]
+    assert {line[0] for line in grid[0][2]} == {"rte"} and {line[0] for line in grid[1][2]} == {"cnndm"}
