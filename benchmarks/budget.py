@@ -7,8 +7,8 @@ smallest number of rows at which layer 3 of PABEE is clearly above the constant 
 difference excludes 0) and the full model is clearly above it too.
 
 Each size is an ordinary `cee-bench run` (methods full and PABEE, the `cpu` stages, records and models in
-`--output-dir`, so the reference run can reuse the trained models when its settings match), then the stored models
-are traced on the held-out rows. Writes `budget_<task>.json` and `budget_<task>.png` into `--out`:
+`--output-dir`, one folder per size, so an interrupted measurement resumes), then the stored models are traced on
+the held-out rows. Writes `budget_<task>.json` and `budget_<task>.png` into `--out`:
 
     .venv/bin/python benchmarks/budget.py --task sst2 --rows 500,1000,2000 --out docs/budget
     .venv/bin/python benchmarks/budget.py --task mrpc --rows 1000,2000,3302 --out docs/budget
