@@ -48,6 +48,8 @@ test: setup
 bench: setup
 	$(BIN)/cee-bench bench
 
-# The reference table (results/REFERENCE.md), from the committed records: generated, never edited by hand.
+# The reference table (results/REFERENCE.md) and the README's verdict section, from the committed records: generated,
+# never edited by hand.
 reference: setup
 	$(BIN)/cee-bench report --results-dir results --format markdown --output results/REFERENCE.md
+	$(BIN)/cee-bench report --results-dir results --verdict consistentee --format markdown | $(BIN)/python scripts/readme_section.py reference-verdict README.md
